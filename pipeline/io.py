@@ -11,6 +11,9 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, missing_artifact
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path, suffix: str = ""):
@@ -21,6 +24,7 @@ def atomic_path(path, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -73,8 +77,9 @@ def read_frame(path, schema: pa.Schema | None = None, stage: str | None = None):
 
 
 def save_npy(path, array: np.ndarray) -> None:
-    with atomic_path(path, ".npy") as tmp:
-        np.save(tmp, array)
+    # Through a file object: given a name not ending in .npy, np.save would write to name + ".npy" instead.
+    with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def load_npy(path, stage: str | None = None, mmap: bool = False) -> np.ndarray:
