@@ -1,0 +1,116 @@
+"""Apply every control-signal tagger to any (context, response) pairs; compare our intent tagger with EI's labels.
+
+`Taggers.tag` is the reusable API: stage `tag` runs it on ED with the shared embedding store, scoring runs it on
+generated responses with the encoder itself.
+"""
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score
+
+from pipeline.embeddings import context_text, encode_texts, sentence_texts
+from pipeline.errors import PipelineError
+from pipeline.labels import INTENTS, MECHANISMS
+from pipeline.schemas import TAGS
+from pipeline.taggers import TAGGERS, Embed, Tagger
+from pipeline.tagger_data import CM_LABELS
+
+
+class Taggers:
+    """All five taggers (cm_er, cm_ip, cm_ex, intent, emotion), trained on one encoder setting."""
+
+    def __init__(self, taggers: dict[str, Tagger]):
+        self.taggers = taggers
+        settings = {tuple(sorted(t.encoder.items())) for t in taggers.values()}
+        if len(settings) != 1:
+            raise PipelineError("the taggers were trained with different encoder settings: rerun `dvc repro train_taggers`")
+        self.encoder = next(iter(taggers.values())).encoder
+
+    @classmethod
+    def load(cls, models_dir) -> "Taggers":
+        """Load models_dir/<name>/ for every tagger; a missing one names the `dvc repro train_taggers@<name>` to run."""
+        return cls({name: Tagger.load(Path(models_dir) / name) for name in TAGGERS})
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The encoder the taggers were trained on (same truncation): texts -> float32 [n, 384]."""
+        return encode_texts(texts, max_seq_length=self.encoder["max_seq_length"])
+
+    def tag(self, contexts: Sequence[Sequence[str]], responses: Sequence[str], segments: Sequence[dict],
+            embed: Embed | None = None, cm_threshold: float = 0.5) -> pd.DataFrame:
+        """Tag n (context, response) pairs -> DataFrame with the TAGS columns except example_id, same row order.
+
+        contexts: utterances before each response, oldest first; segments: `pipeline.segment.segment_texts` rows of the
+        responses (only sent_starts / sent_ends are read). embed: texts -> [n, 384] (default: encode them now).
+        CM: P(present) of each mechanism given (context, response), present if > cm_threshold. Intent: one per sentence.
+        Emotion: the 32-way distribution of the context.
+        """
+        embed = embed or self.embed
+        ctx = [context_text(c) for c in contexts]
+        sents = [sentence_texts(r, s["sent_starts"], s["sent_ends"]) for r, s in zip(responses, segments)]
+        flat = [t for ss in sents for t in ss]
+        distinct = list(dict.fromkeys([*ctx, *responses, *flat]))
+        vectors = embed(distinct)  # [n_distinct, 384]
+        row = {t: i for i, t in enumerate(distinct)}
+        e_ctx, e_resp, e_sent = (vectors[[row[t] for t in texts]] for texts in (ctx, responses, flat))
+
+        out = pd.DataFrame(index=range(len(responses)))
+        present = CM_LABELS.index("present")
+        for mech in MECHANISMS:
+            p = self.taggers[f"cm_{mech}"].predict_proba(e_resp, e_ctx)[:, present]  # [n]
+            out[f"cm_{mech}"], out[f"p_{mech}"] = p > cm_threshold, p
+        out["sent_starts"] = [list(s["sent_starts"]) for s in segments]
+        out["sent_ends"] = [list(s["sent_ends"]) for s in segments]
+        intents = list(self.taggers["intent"].predict(e_sent))  # [n_sentences], regrouped per response below
+        bounds = np.cumsum([0] + [len(ss) for ss in sents])
+        out["intents"] = [intents[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        out["emotion_probs"] = list(self.taggers["emotion"].predict_proba(e_ctx))  # each [32], order labels.EMOTIONS
+        return out[[f.name for f in TAGS if f.name != "example_id"]]
+
+
+def normalise(text: str) -> str:
+    """Compare ED texts across exports: lower case, ED's `_comma_` as a comma, whitespace collapsed."""
+    return re.sub(r"\s+", " ", text.replace("_comma_", ",").lower()).strip()
+
+
+def read_ei_annotations(annotated_dir) -> pd.DataFrame:
+    """EI's labelled ED utterances -> DataFrame[Dialog_ID, Type, Actor, Text, Label, turn], situations left out."""
+    paths = sorted(Path(annotated_dir).glob("*.csv"))
+    if not paths:
+        raise PipelineError(f"{annotated_dir}: no EmpatheticIntents `<emotion>.csv` files: build data/raw with "
+                            "`dvc repro download`")
+    df = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths], ignore_index=True)
+    df = df[df["Type"] == "utterance"].copy()
+    df["turn"] = df.groupby("Dialog_ID").cumcount()  # utterance order within the conversation, as in dialogues.turn
+    return df
+
+
+def ei_peer_check(annotated_dir, dialogues: pd.DataFrame, intent: Tagger, embed: Embed) -> dict:
+    """Agreement of our intent tagger with the EmpatheticIntents authors' classifier on ED listener turns.
+
+    Their `<emotion>.csv` rows are joined to dialogues (schema DIALOGUES) on conv_id = Dialog_ID and turn = the
+    utterance's 0-based position in its conversation; a join counts only if both texts agree after `normalise` and their
+    Actor is the listener. We compare where their label is one of the 9 intents (they label whole utterances, sometimes
+    with an emotion): our label is the intent tagger applied to the whole response, not per sentence.
+    """
+    theirs = read_ei_annotations(annotated_dir)
+    joined = dialogues[["conv_id", "turn", "response"]].merge(
+        theirs, left_on=["conv_id", "turn"], right_on=["Dialog_ID", "turn"], how="inner")
+    same = [normalise(a) == normalise(b) for a, b in zip(joined["response"], joined["Text"])]
+    joined = joined[np.array(same, dtype=bool) & (joined["Actor"] == "listener").to_numpy()]
+    compared = joined[joined["Label"].isin(INTENTS)]
+    if compared.empty:
+        raise PipelineError(f"no ED listener turn could be joined to {annotated_dir}: check that dialogues.parquet "
+                            "keeps ED's conv_id and utterance order")
+    ours = intent.predict(embed(list(compared["response"])))
+    return {
+        "how": "our intent tagger on the whole listener utterance vs the EI authors' label, where that label is an "
+               "intent; joined on (conv_id, utterance index) with matching text",
+        "n_listener_turns": int(len(dialogues)),
+        "n_joined": int(len(joined)),
+        "n_compared": int(len(compared)),
+        "accuracy": round(100 * float(np.mean(ours == compared["Label"].to_numpy())), 2),
+        "cohen_kappa": round(float(cohen_kappa_score(compared["Label"], ours)), 4),
+    }
