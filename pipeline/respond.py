@@ -1,0 +1,168 @@
+"""Answer new dialogue contexts with several controlled responses (paper section 5.4 and appendix C).
+
+For one context: embed it (MiniLM) and tag its emotion distribution, retrieve the k best training candidates (Eq. 8),
+take each candidate's control signals, optionally override them by hand (CM, intents, SF frames), and generate one
+response per control row with the diffusion model. Everything is loaded once (`Responder.load`) and reused per context.
+
+Input text: one dialogue per line, its turns (oldest first) separated by TURN_DELIMITER.
+"""
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.diffusion.generate import generate
+from pipeline.diffusion.inputs import context_ids
+from pipeline.diffusion.trainer import load_model
+from pipeline.embeddings import context_text, encode_texts
+from pipeline.errors import PipelineError
+from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_SPECIAL
+from pipeline.models import wordpiece_tokenizer
+from pipeline.progress import log
+from pipeline.retrieval import CONTROL_NAMES, Index, search
+from pipeline.taggers import Tagger
+
+TURN_DELIMITER = "||"
+
+# (context turns, control rows with the pipeline.schemas.CONTROL_FIELDS keys) -> one generated response per row.
+Generate = Callable[[Sequence[str], Sequence[dict]], list[str]]
+
+
+def parse_dialogue(line: str) -> list[str]:
+    """'turn 1 || turn 2' -> ['turn 1', 'turn 2'] (blank turns dropped). An empty dialogue is an input error."""
+    turns = [t.strip() for t in line.split(TURN_DELIMITER) if t.strip()]
+    if not turns:
+        raise PipelineError(f"empty context {line!r}: give at least one non-empty turn (turns separated by "
+                            f"{TURN_DELIMITER!r})")
+    return turns
+
+
+def read_dialogues(lines: Iterable[str]) -> list[list[str]]:
+    """One dialogue per non-blank line."""
+    dialogues = [parse_dialogue(line) for line in lines if line.strip()]
+    if not dialogues:
+        raise PipelineError("no context given: pass it as an argument, with --file PATH, or on stdin (one per line)")
+    return dialogues
+
+
+def unknown_label(kind: str, value: str, valid: Sequence[str]) -> PipelineError:
+    close = get_close_matches(value, valid, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    shown = ", ".join(valid) if len(valid) <= 40 else ", ".join(valid[:40]) + f", ... ({len(valid)} in all)"
+    return PipelineError(f"unknown {kind} {value!r}{hint}; valid: {shown}")
+
+
+# --cm accepts a mechanism's code or name, case-insensitive; "none" asks for no mechanism at all.
+CM_CHOICES = {**{m: m for m in MECHANISMS}, **{name.lower(): m for m, name in MECHANISM_NAMES.items()}}
+
+
+@dataclass
+class Overrides:
+    """Hand-set control signals that replace the retrieved ones (None = keep the candidate's).
+
+    cm: the present mechanisms (the others absent). intents: sentence i gets intents[i], the last one repeats for later
+    sentences. frames: one SF token per word of a new one-sentence response skeleton with one WordPiece per word.
+    """
+
+    cm: frozenset[str] | None = None
+    intents: tuple[str, ...] | None = None
+    frames: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, cm: Sequence[str] = (), intent: str | None = None, frames: str | None = None,
+              known_frames: Sequence[str] = ()) -> "Overrides":
+        """Validate the CLI values: --cm (repeatable or comma-separated), --intent and --frames (comma-separated)."""
+        out_cm = None
+        if cm:
+            names = [v.strip().lower() for value in cm for v in value.split(",") if v.strip()]
+            bad = [n for n in names if n not in CM_CHOICES and n != CONTROL_NULL.lower()]
+            if bad:
+                raise unknown_label("communication mechanism", bad[0], [*CM_CHOICES, CONTROL_NULL.lower()])
+            out_cm = frozenset(CM_CHOICES[n] for n in names if n in CM_CHOICES)
+        out_intents = None
+        if intent is not None:
+            out_intents = tuple(v.strip().lower() for v in intent.split(",") if v.strip())
+            bad = [i for i in out_intents if i not in INTENTS]
+            if bad or not out_intents:
+                raise unknown_label("intent", bad[0] if bad else intent, INTENTS)
+        out_frames = None
+        if frames is not None:
+            out_frames = tuple(v.strip() for v in frames.split(",") if v.strip())
+            valid = [*SF_SPECIAL, *sorted(set(known_frames) - set(SF_SPECIAL))]
+            bad = [f for f in out_frames if f not in valid]
+            if bad or not out_frames:
+                raise unknown_label("SF token (a FrameNet frame seen in training, or a special token)",
+                                    bad[0] if bad else frames, valid)
+        return cls(out_cm, out_intents, out_frames)
+
+    def apply(self, row: dict) -> dict:
+        """A new control row (CONTROL_FIELDS keys) with the overrides applied to `row`."""
+        row = {name: list(row[name]) if isinstance(row[name], (list, np.ndarray)) else row[name]
+               for name in CONTROL_NAMES}
+        if self.frames is not None:  # a new skeleton: one sentence, one word (and one placeholder subword) per frame
+            n = len(self.frames)
+            row.update(words=[""] * n, word_sent=[0] * n, sf=list(self.frames), sent_starts=[0], sent_ends=[0],
+                       intents=row["intents"][:1] or ["neutral"],  # an empty candidate response has no intent
+                       subword_ids=[0] * n, subword_word=list(range(n)))
+        if self.intents is not None:
+            last = len(self.intents) - 1
+            row["intents"] = [self.intents[min(i, last)] for i in range(len(row["intents"]))]
+        if self.cm is not None:
+            row.update({f"cm_{m}": m in self.cm for m in MECHANISMS})
+        return row
+
+
+def diffusion_generator(model_dir, steps: int | None, clamp: bool, seed: int) -> Generate:
+    """Load the trained model of stage `train_diffusion` once and return the one generation call: (context, control
+    rows) -> responses, sampled with `steps` respaced reverse steps (None = all T)."""
+    model, vocab = load_model(model_dir)
+    max_context = model.cfg.max_context
+
+    def generate_for(context: Sequence[str], rows: Sequence[dict]) -> list[str]:
+        n = len(context_ids(context))
+        if n > max_context:
+            log(f"notice: the context has {n} WordPieces; the model reads only the newest {max_context}")
+        rows = [{**row, "context": list(context)} for row in rows]
+        return generate(model, vocab, rows, steps, clamp, batch_size=len(rows), seed=seed)
+
+    return generate_for
+
+
+@dataclass
+class Responder:
+    """The loaded artifacts: the retrieval index, the emotion tagger (and its encoder setting), the generator."""
+
+    index: Index
+    emotion: Tagger
+    generate: Generate
+
+    @classmethod
+    def load(cls, index_dir, taggers_dir, model_dir, steps: int | None, clamp: bool, seed: int) -> "Responder":
+        return cls(Index.load(index_dir), Tagger.load(Path(taggers_dir) / "emotion"),
+                   diffusion_generator(model_dir, steps, clamp, seed))
+
+    def known_frames(self) -> list[str]:
+        """SF tokens of the training responses: the ones the model has learned (pipeline.diffusion.vocab)."""
+        return sorted({t for sf in self.index.pool["sf"] for t in sf})
+
+    def retrieve(self, context: Sequence[str], k: int, gamma: float) -> list[dict]:
+        """The k best pool rows for a new context (Eq. 8), best first: CONTROLS columns plus `rank` and `score`."""
+        text = context_text(context)
+        limit = self.emotion.encoder["max_seq_length"]
+        n = len(wordpiece_tokenizer()(text, add_special_tokens=False, verbose=False)["input_ids"])
+        if n > limit - 2:
+            log(f"notice: the context has {n} WordPieces; retrieval reads only the first {limit - 2}")
+        semantic = encode_texts([text], max_seq_length=limit)  # [1, 384]
+        emotion = self.emotion.predict_proba(semantic)  # [1, 32]
+        hits = search(self.index, semantic, emotion, [None], k=k, gamma=gamma)
+        rows = self.index.pool.iloc[hits.pool].to_dict("records")
+        return [{**row, "rank": int(r), "score": float(s)} for row, r, s in zip(rows, hits.rank, hits.score)]
+
+    def respond(self, context: Sequence[str], k: int, gamma: float, overrides: Overrides) -> list[dict]:
+        """One result per candidate: the candidate row, the control row actually used, and the generated response."""
+        candidates = self.retrieve(context, k, gamma)
+        controls = [overrides.apply(c) for c in candidates]
+        responses = self.generate(context, controls)
+        return [{"candidate": c, "controls": ctl, "response": r} for c, ctl, r in zip(candidates, controls, responses)]

@@ -1,0 +1,84 @@
+"""respond: answer your own dialogue contexts with k controlled empathetic responses (not a DVC stage; see docs/respond.md).
+
+    python -m stages.respond "I caught my boyfriend texting his ex."
+    python -m stages.respond --file dialogues.txt --json          # one dialogue per line, turns separated by "||"
+    echo "I failed my exam. || Oh no! || I studied so hard." | python -m stages.respond --cm exploration --intent questioning
+"""
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.cli import guard
+from pipeline.controls import control_sequence
+from pipeline.errors import PipelineError
+from pipeline.params import load_params, section
+from pipeline.respond import Overrides, Responder, read_dialogues
+
+app = typer.Typer(add_completion=False)
+
+
+def read_lines(context: str | None, file: str | None) -> list[str]:
+    if context is not None and file is not None:
+        raise PipelineError("give the context either as an argument or with --file, not both")
+    if context is not None:
+        return [context]
+    if file is None or file == "-":
+        return sys.stdin.read().splitlines()
+    if not Path(file).exists():
+        raise PipelineError(f"{file} not found: give a text file with one dialogue per line")
+    return Path(file).read_text().splitlines()
+
+
+def show(turns: list[str], results: list[dict]) -> str:
+    """A readable block per dialogue: the context, then per candidate its score, response, controls and the output."""
+    lines = ["context: " + " || ".join(turns)]
+    for res in results:
+        cand = res["candidate"]
+        lines += [f"  #{cand['rank'] + 1}  score {cand['score']:.3f}  candidate {cand['example_id']}: {cand['response']}",
+                  f"      controls: {control_sequence(res['controls'])}",
+                  f"      response: {res['response']}"]
+    return "\n".join(lines)
+
+
+def record(turns: list[str], res: dict) -> dict:
+    """One JSON line: the context, the candidate, the controls used (flat sequence and fields), the generated text."""
+    cand, ctl = res["candidate"], res["controls"]
+    return {"context": turns, "rank": cand["rank"], "score": cand["score"], "candidate_id": cand["example_id"],
+            "candidate_response": cand["response"], "control_sequence": control_sequence(ctl),
+            "cm": {m: bool(ctl[f"cm_{m}"]) for m in ("er", "ip", "ex")}, "intents": list(ctl["intents"]),
+            "sf": list(ctl["sf"]), "response": res["response"]}
+
+
+@app.command()
+@guard
+def main(context: str = typer.Argument(None, help='One dialogue, turns separated by "||" (default: read stdin).'),
+         file: str = typer.Option(None, help='Text file, one dialogue per line ("-" = stdin).'),
+         k: int = typer.Option(None, help="Responses per context (default: retrieve.k of params.yaml)."),
+         cm: list[str] = typer.Option([], help="Communication mechanisms to use instead of the retrieved ones: "
+                                                "er|emotional_reaction, ip|interpretation, ex|exploration, none."),
+         intent: str = typer.Option(None, help="Intent(s) per sentence, comma-separated; the last one repeats."),
+         frames: str = typer.Option(None, help="SF tokens, comma-separated: one word each of a new one-sentence response."),
+         json_lines: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+         index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
+         params: str = "params.yaml") -> None:
+    p = load_params(params)
+    sampling = section(p, "sample")
+    k = section(p, "retrieve")["k"] if k is None else k
+    if k < 1:
+        raise PipelineError(f"--k {k}: ask for at least one response")
+    dialogues = read_dialogues(read_lines(context, file))
+    responder = Responder.load(index, taggers, model, steps=sampling["steps"], clamp=sampling["clamp"], seed=p["seed"])
+    overrides = Overrides.parse(cm, intent, frames, responder.known_frames())
+    for turns in dialogues:
+        results = responder.respond(turns, k, float(p["gamma"]), overrides)
+        if json_lines:
+            for res in results:
+                print(json.dumps(record(turns, res), ensure_ascii=False))
+        else:
+            print(show(turns, results) + "\n")
+
+
+if __name__ == "__main__":
+    app()
