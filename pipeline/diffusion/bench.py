@@ -1,0 +1,110 @@
+"""Throughput figures of a DiffusEmp model on this machine (benchmarks, never asserts): training examples/s and
+achieved GFLOP/s next to a matmul peak measured in the same process, sampling responses/s, peak memory.
+
+FLOPs are counted, not estimated: torch.utils.flop_counter counts every matmul / attention of one training step
+(forward + backward), so GFLOP/s = counted FLOPs per step / measured seconds per step.
+"""
+import copy
+import resource
+import time
+from collections.abc import Callable
+
+import torch
+
+from pipeline.diffusion.inputs import Batch, Example, collate
+from pipeline.diffusion.losses import training_loss
+from pipeline.diffusion.model import DiffusEmpModel
+from pipeline.diffusion.sampler import sample
+from pipeline.diffusion.schedule import Schedule
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True) -> float:
+    """Seconds per call of fn, after one untimed warm-up call unless `warmup` is False."""
+    if warmup:
+        fn()
+        sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n float32 matmul: the practical compute ceiling of this device for the model's dtype."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n ** 3 / timed(lambda: a @ b, device, repeats) / 1e9
+
+
+def train_step_flops(model: DiffusEmpModel, batch: Batch, schedule: Schedule) -> int:
+    """FLOPs of one training step's forward and backward (the optimizer update is negligible)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = training_loss(model, batch, schedule)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def training_throughput(model: DiffusEmpModel, batch: Batch, schedule: Schedule, steps: int, peak: float) -> dict:
+    """Time `steps` AdamW steps on a copy of `model` (the model itself is left untouched). -> figures dict"""
+    device = next(model.parameters()).device
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss, _ = training_loss(model, batch, schedule)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    flops = train_step_flops(model, batch, schedule)
+    seconds = timed(step, device, steps)
+    gflops = flops / seconds / 1e9
+    return {"batch_size": len(batch), "seq_len": batch.ids.shape[1], "seconds_per_step": round(seconds, 4),
+            "examples_per_s": round(len(batch) / seconds, 2), "gflop_per_step": round(flops / 1e9, 2),
+            "achieved_gflops": round(gflops, 2), "fraction_of_matmul_peak": round(gflops / peak, 3)}
+
+
+def sampling_throughput(model: DiffusEmpModel, batch: Batch, schedule: Schedule, steps: int, clamp: bool) -> dict:
+    """Responses/s of one sample() call over `batch` with `steps` reverse steps."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(0)
+    # No warm-up call: one sampling run is many forward passes, and a second full-T run would double the cost.
+    seconds = timed(lambda: sample(model, batch, schedule, steps, clamp, generator), device, 1, warmup=False)
+    return {"steps": steps, "batch_size": len(batch), "seconds": round(seconds, 2),
+            "responses_per_s": round(len(batch) / seconds, 3)}
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """Peak resident memory of this process (CPU) and, on a GPU, peak allocated device memory, in MiB."""
+    out = {"process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+    return out
+
+
+def run_bench(model: DiffusEmpModel, train_examples: list[Example], sample_examples: list[Example],
+              train_steps: int, sample_steps: int, clamp: bool) -> dict:
+    """All figures for metrics/bench.json.
+
+    train_examples: one training batch (gold responses). sample_examples: one sampling batch (placeholders), sampled
+    once with the full T steps and once with `sample_steps` (the respaced default).
+    """
+    device = next(model.parameters()).device
+    schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
+    peak = matmul_peak_gflops(device)
+    out = {"device": str(device), "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak, 2),
+           "parameters": sum(p.numel() for p in model.parameters()),
+           "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps, peak)}
+    batch = collate(sample_examples).to(device)
+    out["sample_full_T"] = sampling_throughput(model.eval(), batch, schedule, model.cfg.T, clamp)
+    out["sample_respaced"] = sampling_throughput(model.eval(), batch, schedule, sample_steps, clamp)
+    out["peak_memory"] = peak_memory_mb(device)
+    return out

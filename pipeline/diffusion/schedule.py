@@ -1,0 +1,73 @@
+"""The noise schedule: sqrt alpha_bar (Diffusion-LM), q(x_t | x_0), the x0-parameterised posterior, and respacing.
+
+Steps are numbered 1..K (K = T for the full schedule); step 0 is clean data (alpha_bar = 1). `timesteps[i]` is the
+original diffusion time of step i, which is what the model's timestep embedding sees, so a respaced schedule (few
+steps) runs the same model: its step i jumps from timesteps[i] to timesteps[i - 1] with
+beta_i = 1 - alpha_bar(timesteps[i]) / alpha_bar(timesteps[i - 1]) (the posterior of that jump), not with the
+single-step beta of the original schedule (the authors' skipping bug, anchors.md section 1).
+"""
+import torch
+
+MAX_BETA = 0.999  # sqrt alpha_bar reaches 0 just before t = T; clip the last betas as Diffusion-LM / DiffuSeq do
+
+
+def sqrt_alpha_bar(T: int, offset: float = 1e-4) -> torch.Tensor:
+    """alpha_bar at t = 0..T, float64 [T + 1]: 1 at t = 0, 1 - sqrt(t/T + offset) after, with every single-step beta
+    clipped to MAX_BETA (so alpha_bar stays positive and decreasing)."""
+    t = torch.arange(T + 1, dtype=torch.float64)
+    f = 1 - torch.sqrt(t / T + offset)
+    f[0] = 1.0
+    betas = (1 - f[1:] / f[:-1]).clamp(max=MAX_BETA)  # [T]
+    return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+
+
+class Schedule:
+    """A schedule over K steps. Tensors indexed by step i in 0..K (index 0 = clean data), float64 on the CPU:
+    timesteps [K+1] (original t of each step, timesteps[0] = 0), alpha_bar [K+1], betas [K+1] (betas[0] = 0),
+    posterior_var / posterior_c0 / posterior_ct [K+1] for q(x_{i-1} | x_i, x_0) = N(c0 x_0 + ct x_i, var)."""
+
+    def __init__(self, T: int, offset: float = 1e-4, timesteps: torch.Tensor | None = None):
+        """The sqrt schedule with T steps; `timesteps` (ascending, in 1..T, ending at T) keeps only those steps."""
+        self.T, self.offset = T, offset
+        full = sqrt_alpha_bar(T, offset)
+        kept = torch.arange(1, T + 1) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long)
+        if kept[-1] != T or bool((kept[1:] <= kept[:-1]).any()) or kept[0] < 1:
+            raise ValueError(f"timesteps must ascend within 1..{T} and end at {T}")
+        self.timesteps = torch.cat([torch.zeros(1, dtype=torch.long), kept])
+        ab = full[self.timesteps]
+        ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        self.alpha_bar = ab
+        self.betas = 1 - ab / ab_prev  # betas[0] = 0
+        one_minus = (1 - ab).clamp(min=1e-20)  # step 0 is never a posterior target; avoid 0/0 there
+        self.posterior_var = self.betas * (1 - ab_prev) / one_minus
+        self.posterior_c0 = self.betas * ab_prev.sqrt() / one_minus
+        self.posterior_ct = (1 - ab_prev) * (1 - self.betas).sqrt() / one_minus
+
+    def __len__(self) -> int:
+        """K: the number of reverse steps."""
+        return len(self.timesteps) - 1
+
+    def respace(self, steps: int) -> "Schedule":
+        """`steps` evenly spaced steps of the original T (always including t = T); steps = T gives this schedule."""
+        if not 1 <= steps <= self.T:
+            raise ValueError(f"respaced steps must be in 1..{self.T}, got {steps}")
+        kept = torch.linspace(self.T, 0, steps + 1, dtype=torch.float64)[:-1].round().long().flip(0)  # [steps]
+        return Schedule(self.T, self.offset, kept.clamp(min=1))
+
+    def _at(self, arr: torch.Tensor, step: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """arr[step] as `like`'s dtype/device, shaped [B, 1, 1] to broadcast over [B, L, E]."""
+        return arr.to(like.device)[step].to(like.dtype)[:, None, None]
+
+    def q_sample(self, x0: torch.Tensor, step: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_i = sqrt(alpha_bar_i) x0 + sqrt(1 - alpha_bar_i) noise. x0, noise [B, L, E]; step [B] in 1..K."""
+        return self._at(self.alpha_bar.sqrt(), step, x0) * x0 + self._at((1 - self.alpha_bar).sqrt(), step, x0) * noise
+
+    def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean [B, L, E] and variance [B, 1, 1] of q(x_{i-1} | x_i, x0); at step 1 the mean is x0, the variance 0."""
+        mean = self._at(self.posterior_c0, step, x0) * x0 + self._at(self.posterior_ct, step, x0) * x_t
+        return mean, self._at(self.posterior_var, step, x0)
+
+    def model_time(self, step: torch.Tensor) -> torch.Tensor:
+        """The original diffusion time t of each step [B], the model's timestep input."""
+        return self.timesteps.to(step.device)[step]
+

@@ -1,0 +1,127 @@
+"""Diffusion core: config, vocab, encoding, partial noising, respacing; a tiny model overfits and regenerates."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.diffusion.config import ModelConfig
+from pipeline.diffusion.inputs import Role, collate, encode_example
+from pipeline.diffusion.losses import training_loss
+from pipeline.diffusion.model import DiffusEmpModel
+from pipeline.diffusion.sampler import decode, sample
+from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.vocab import Vocab
+from pipeline.errors import PipelineError
+from pipeline.models import wordpiece_tokenizer
+from pipeline.segment import wordpiece_align
+
+# Same context everywhere: only the controls (CM, IT, response structure) tell the responses apart.
+DATA = [
+    ("that is great news !", "acknowledging", (True, False, False)),
+    ("i am so sorry .", "sympathizing", (True, True, False)),
+    ("when do you leave ?", "questioning", (False, False, True)),
+    ("you will do better next time .", "encouraging", (False, True, False)),
+]
+CFG = ModelConfig(emb_dim=16, width=64, layers=2, heads=4, ffn=128, dropout=0.0, max_len=64, max_context=16)
+
+
+def control_row(text: str, intent: str, cm: tuple[bool, bool, bool]) -> dict:
+    words = text.split()
+    ids, sw = wordpiece_align(words)
+    return dict(words=words, word_sent=[0] * len(words), sf=["_"] * len(words), sent_starts=[0],
+                sent_ends=[len(text)], intents=[intent], cm_er=cm[0], cm_ip=cm[1], cm_ex=cm[2], subword_ids=ids,
+                subword_word=sw)
+
+
+ROWS = [control_row(*d) for d in DATA]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return Vocab.build(ROWS, CFG)
+
+
+def test_config_round_trip_and_errors():
+    cfg = ModelConfig.from_dict({"width": 64, "heads": 4, "signals": ["sf", "cm"]})
+    assert cfg.signals == ("cm", "sf") and ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(PipelineError, match="unknown keys"):
+        ModelConfig.from_dict({"widht": 64})
+    with pytest.raises(PipelineError, match="mask="):
+        ModelConfig(mask="causal")
+
+
+def test_vocab_ids_and_save_load(vocab, tmp_path):
+    assert vocab.out_ids == sorted({i for r in ROWS for i in r["subword_ids"]}) + [vocab.end]
+    assert vocab.cm_ids({"er": True, "ip": False, "ex": False})[1] == vocab.cm_ids({"er": 0, "ip": 0, "ex": 0})[0]
+    assert vocab.sf_id("NeverSeenFrame") == vocab.sf_id("_")
+    with pytest.raises(PipelineError, match="unknown intent"):
+        vocab.intent_id("gloating")
+    vocab.save(tmp_path / "vocab.json")
+    back = Vocab.load(tmp_path / "vocab.json")
+    assert (back.tokens, back.out_ids, back.size) == (vocab.tokens, vocab.out_ids, vocab.size)
+    full = Vocab.build(ROWS, ModelConfig(vocab="full"))
+    assert len(full.out_ids) == full.wordpiece_size + 1
+
+
+def test_truncation_drops_oldest_context_then_last_words(vocab):
+    row = ROWS[3]  # 7 words, 7 subwords, 1 sentence
+    ex = encode_example(["first old turn", "newest turn"], row, vocab, ModelConfig(max_len=64, max_context=3),
+                        row["subword_ids"])
+    tok = wordpiece_tokenizer()
+    assert ex.ids[:3] == [tok.sep_token_id, *tok("newest turn", add_special_tokens=False).input_ids]  # 3 newest
+    # controls + response = 2 SEP + 3 CM + 1 IT + 7 SF + 7 subwords + END = 21 > 17; 5 words take exactly 17.
+    ex = encode_example(["hi"], row, vocab, ModelConfig(max_len=17), row["subword_ids"])
+    assert ex.role.count(Role.CONTEXT) == 0 and ex.role.count(Role.SF) == 5 and ex.role.count(Role.RESPONSE) == 6
+    as_parquet = {k: np.array(v) if isinstance(v, list) else v for k, v in row.items()}  # numpy list columns
+    assert encode_example(np.array(["a", "b"]), as_parquet, vocab, CFG, as_parquet["subword_ids"]) == \
+        encode_example(["a", "b"], row, vocab, CFG, row["subword_ids"])
+    bad = {**row, "sf": row["sf"][:-1]}
+    with pytest.raises(PipelineError, match="6 SF tokens for 7 words"):
+        encode_example(["hi"], bad, vocab, CFG)
+
+
+def test_partial_noising_leaves_non_response_positions_bit_identical(vocab):
+    batch = collate([encode_example(["hi there"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
+    model = DiffusEmpModel(CFG, vocab)
+    seen = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    training_loss(model, batch, Schedule(CFG.T), t=torch.tensor([1, 500, 1500, 2000]))
+    sample(model, collate([encode_example(["hi there"], r, vocab, CFG) for r in ROWS]), Schedule(CFG.T), steps=3)
+    keep = ~collate([encode_example(["hi there"], r, vocab, CFG) for r in ROWS]).is_response  # same layout
+    clean = model.embed(batch.ids).detach()
+    assert len(seen) == 4
+    for x_t in seen:
+        assert torch.equal(x_t[keep], clean[keep])
+        assert not torch.isclose(x_t[~keep], clean[~keep]).all()
+
+
+def test_respacing_with_T_steps_is_the_original_schedule():
+    full = Schedule(2000)
+    same = full.respace(2000)
+    for name in ("timesteps", "alpha_bar", "betas", "posterior_var", "posterior_c0", "posterior_ct"):
+        assert torch.allclose(getattr(same, name), getattr(full, name), rtol=1e-12, atol=0), name
+    # Fewer steps: alpha_bar at the kept times is the original's, and each step's beta bridges the jump.
+    short = full.respace(20)
+    assert len(short) == 20 and short.timesteps[-1] == 2000
+    assert torch.equal(short.alpha_bar, full.alpha_bar[short.timesteps])
+    assert torch.allclose(torch.cumprod(1 - short.betas, 0), short.alpha_bar, rtol=1e-9, atol=0)
+    assert short.posterior_var[1] == 0 and short.posterior_c0[1] == 1  # the last step returns x0
+
+
+def test_tiny_model_overfits_and_regenerates_from_controls(vocab):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    train = collate([encode_example(["hello"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
+    test = collate([encode_example(["hello"], r, vocab, CFG) for r in ROWS])  # no response: controls only
+    model, schedule = DiffusEmpModel(CFG, vocab), Schedule(CFG.T)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        loss, terms = training_loss(model, train, schedule, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert set(terms) == {"mse", "prior", "rounding", "loss"} and float(terms["mse"]) < 0.3
+    for steps, clamp in [(50, False), (10, True)]:  # respaced; steps = T is the same schedule (above)
+        out = sample(model, test, schedule, steps=steps, clamp=clamp, generator=torch.Generator().manual_seed(1))
+        assert out == [r["subword_ids"] for r in ROWS], (steps, clamp, [decode(o) for o in out])
+    assert decode(out[2]) == "when do you leave?"

@@ -1,0 +1,171 @@
+"""The training loop (seeded sharded data order, exact resume after a kill, identical DDP replicas under gloo) and the
+generation helpers of the sample stage."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pipeline.diffusion import trainer
+from pipeline.diffusion.config import ModelConfig
+from pipeline.diffusion.generate import eval_subset, generate
+from pipeline.diffusion.model import DiffusEmpModel
+from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.trainer import DataOrder, TrainConfig, encode_rows, load_model, save_model, train
+from pipeline.diffusion.vocab import Vocab
+from pipeline.segment import wordpiece_align
+
+CFG = ModelConfig(emb_dim=16, width=32, layers=2, heads=2, ffn=64, dropout=0.1, max_len=48, max_context=8, T=50)
+SENTENCES = [
+    (["i am so sorry .", "what happened ?"], ["sympathizing", "questioning"], (True, False, True)),
+    (["that sounds great !"], ["acknowledging"], (True, False, False)),
+    (["you will do fine ."], ["encouraging"], (False, True, False)),
+    (["good luck with it .", "tell me more"], ["wishing", "questioning"], (False, False, True)),
+]
+
+
+def control_row(sentences: list[str], intents: list[str], cm: tuple[bool, bool, bool]) -> dict:
+    """A controls.parquet-like row for whitespace-split sentences (every 3rd word gets a frame, the rest "_")."""
+    words, word_sent = [], []
+    for s, text in enumerate(sentences):
+        words += text.split()
+        word_sent += [s] * len(text.split())
+    ids, word_of = wordpiece_align(words)
+    return {"context": ["my dog got sick", "oh no"], "words": words, "word_sent": word_sent,
+            "sf": ["Emotion" if i % 3 == 0 else "_" for i in range(len(words))], "intents": intents,
+            "cm_er": cm[0], "cm_ip": cm[1], "cm_ex": cm[2], "subword_ids": ids, "subword_word": word_of}
+
+
+def tiny_setup():
+    rows = [control_row(*s) for s in SENTENCES] * 2  # 8 examples
+    vocab = Vocab.build(rows, CFG)
+    return vocab, encode_rows(rows, vocab, CFG), Schedule(CFG.T)
+
+
+def fresh_model(vocab) -> DiffusEmpModel:
+    torch.manual_seed(0)
+    return DiffusEmpModel(CFG, vocab)
+
+
+TCFG = TrainConfig(steps=8, batch_size=4, ema_decay=0.9, grad_clip=1.0, checkpoint_every_s=0,
+                   checkpoint_every_steps=4, log_every=2)
+
+
+def test_data_order_shards_partition_the_single_process_batch_and_epochs_are_permutations():
+    single = DataOrder(10, 4, seed=3)
+    ranks = [DataOrder(10, 4, seed=3, rank=r, world=2) for r in range(2)]
+    for step in range(6):  # 2 full batches per epoch of 10: 3 epochs
+        shares = [o.indices(step) for o in ranks]
+        assert not set(shares[0]) & set(shares[1])
+        assert sorted(shares[0] + shares[1]) == sorted(single.indices(step))
+    epoch0 = single.indices(0) + single.indices(1)
+    assert len(set(epoch0)) == 8
+    assert epoch0 != single.indices(2) + single.indices(3)  # a fresh permutation per epoch
+    other_seed = DataOrder(10, 4, seed=4)
+    assert [other_seed.indices(s) for s in range(2)] != [single.indices(s) for s in range(2)]
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    vocab, examples, schedule = tiny_setup()
+    straight = train(fresh_model(vocab), examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "a.pt",
+                     fingerprint={})
+
+    # Kill the second run in its 7th step: the step-4 checkpoint survives, steps 5-6 are lost and must be redone.
+    calls, real_loss = [], trainer.training_loss
+
+    def dying_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "training_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh_model(vocab), examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "b.pt", fingerprint={})
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(trainer, "training_loss", real_loss)
+
+    model = fresh_model(vocab)
+    resumed = train(model, examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "b.pt", fingerprint={})
+    assert resumed.summary["resumed_from_step"] == 4
+    for k, v in straight.ema.items():
+        assert torch.equal(v, resumed.ema[k]), k
+    assert not torch.equal(straight.ema["embedding.weight"], fresh_model(vocab).embedding.weight)  # it did train
+    strip = [{k: v for k, v in h.items() if k != "examples_per_s"} for h in straight.history]
+    assert strip == [{k: v for k, v in h.items() if k != "examples_per_s"} for h in resumed.history]
+
+
+def test_a_checkpoint_of_other_settings_or_data_is_not_resumed(tmp_path):
+    torch.set_num_threads(1)
+    vocab, examples, schedule = tiny_setup()
+    cfg = TrainConfig(**{**TCFG.__dict__, "steps": 2})
+    train(fresh_model(vocab), examples, schedule, cfg, seed=1, checkpoint=tmp_path / "c.pt", fingerprint={"lr": 1})
+    again = train(fresh_model(vocab), examples, schedule, cfg, seed=1, checkpoint=tmp_path / "c.pt",
+                  fingerprint={"lr": 2})
+    assert again.summary["resumed_from_step"] == 0
+    longer = TrainConfig(**{**TCFG.__dict__, "steps": 3})  # same settings, more steps: continue the finished run
+    assert train(fresh_model(vocab), examples, schedule, longer, seed=1, checkpoint=tmp_path / "c.pt",
+                 fingerprint={"lr": 2}).summary["resumed_from_step"] == 2
+    other_data = examples[::-1]  # same settings, other data
+    assert train(fresh_model(vocab), other_data, schedule, longer, seed=1, checkpoint=tmp_path / "c.pt",
+                 fingerprint={"lr": 2}).summary["resumed_from_step"] == 0
+
+
+def test_saved_model_round_trips(tmp_path):
+    vocab, _, _ = tiny_setup()
+    model = fresh_model(vocab)
+    save_model(tmp_path / "m", model.state_dict(), CFG, vocab)
+    loaded, loaded_vocab = load_model(tmp_path / "m")
+    assert loaded_vocab.tokens == vocab.tokens and loaded.cfg == CFG
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str, vocab: Vocab, examples: list) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    schedule = Schedule(CFG.T)
+    torch.manual_seed(rank)  # different inits on purpose: DDP must start every replica from rank 0's weights
+    model = DiffusEmpModel(CFG, vocab)
+    cfg = TrainConfig(**{**TCFG.__dict__, "steps": 3})
+    result = train(model, examples, schedule, cfg, seed=1, checkpoint=os.path.join(out_dir, "ddp.pt"), fingerprint={})
+    torch.save({"model": model.state_dict(), "ema": result.ema}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vocab, examples, _ = tiny_setup()  # encoded here: the workers need not load the tokenizer
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), vocab, examples), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    for part in ("model", "ema"):
+        for k in r0[part]:
+            assert torch.equal(r0[part][k], r1[part][k]), (part, k)
+    assert not torch.equal(r0["model"]["blocks.0.qkv.weight"], fresh_model(vocab).blocks[0].qkv.weight)
+    assert torch.load(tmp_path / "ddp.pt", weights_only=False)["step"] == 3
+
+
+def test_eval_subset_is_seeded_and_order_free():
+    ids = [f"c:{i}" for i in range(20)]
+    pick = eval_subset(ids, 5, seed=7)
+    assert len(pick) == 5 and pick == sorted(pick) and set(pick) <= set(ids)
+    assert eval_subset(ids[::-1] + ids[:3], 5, seed=7) == pick  # same set of ids -> same subset
+    assert eval_subset(ids, 5, seed=8) != pick
+    assert eval_subset(ids, None, seed=7) == sorted(ids)
+
+
+def test_generate_returns_one_reproducible_text_per_row_in_order():
+    torch.set_num_threads(1)
+    vocab, _, _ = tiny_setup()
+    rows = [control_row(*s) for s in SENTENCES]
+    model = fresh_model(vocab).eval()
+    texts = generate(model, vocab, rows, steps=3, clamp=True, batch_size=3, seed=5)
+    assert len(texts) == len(rows) and all(isinstance(t, str) for t in texts)
+    assert generate(model, vocab, rows, steps=3, clamp=True, batch_size=3, seed=5) == texts
+    alone = generate(model, vocab, rows[-1:], steps=3, clamp=True, batch_size=1, seed=5)
+    assert len(alone) == 1
