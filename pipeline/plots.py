@@ -1,0 +1,46 @@
+"""Static PNG renderings of the plots' CSV data, so they can be seen offline (`dvc plots show` draws images without
+the vega scripts it would otherwise load from a CDN)."""
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")  # render to files, no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.io import atomic_path  # noqa: E402
+from pipeline.labels import MECHANISMS  # noqa: E402
+
+
+def save(fig, png) -> None:
+    with atomic_path(png, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def render_cm(points: pd.DataFrame, png) -> None:
+    """Figure 4: systems as points in ER/IP/EX space, drawn as its three 2-D projections.
+
+    points: one row per system, columns system, er, ip, ex (mean tagger probabilities).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for ax, (a, b) in zip(axes, itertools.combinations(MECHANISMS, 2)):
+        for _, row in points.iterrows():
+            ax.scatter(row[a], row[b])
+            ax.annotate(row["system"], (row[a], row[b]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set(xlabel=f"mean P({a.upper()})", ylabel=f"mean P({b.upper()})", xlim=(0, 1), ylim=(0, 1))
+    fig.suptitle("Communication mechanisms per system (paper Figure 4)")
+    save(fig, png)
+
+
+def render_curves(table: pd.DataFrame, png, x: str = "step") -> None:
+    """Every numeric column of `table` against column `x` (the training loss curve: step, loss, ...)."""
+    if x not in table.columns:
+        raise PipelineError(f"plot data has no `{x}` column (columns: {list(table.columns)}): write one per row")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for y in [c for c in table.select_dtypes("number").columns if c != x]:
+        ax.plot(table[x], table[y], label=y)
+    ax.set(xlabel=x)
+    ax.legend()
+    save(fig, png)

@@ -1,0 +1,160 @@
+"""Score the four systems of Table 2 on the same examples with the same scorers.
+
+Systems (one output per example) and the controls each is checked against:
+- human: the gold response, against the gold controls (controls.parquet);
+- retrieval: the top-1 retrieved candidate response, against its own controls (candidates.parquet rank 0);
+- diffusemp: generated from the top-1 candidate's controls (samples/retrieved.parquet rank 0), against them;
+- diffusemp_oracle: generated from the gold controls (samples/oracle.parquet rank 0), against them (oracle.parquet).
+The human and retrieval rows re-tag texts whose controls were tagged by the same taggers, so their ACC/F1 should be
+100: anything less measures how far re-tagging at scoring time drifts from the stored tags.
+"""
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+from pipeline.labels import MECHANISMS
+from pipeline.metrics.control import cm_accuracy, cm_matches, f1, intent_matches, ratio, sf_overlap
+from pipeline.metrics.diversity import avg_len, distinct_n
+from pipeline.metrics.relevance import miscore
+from pipeline.metrics.selfbleu import self_bleu
+from pipeline.progress import log
+from pipeline.schemas import CONTROL_FIELDS
+
+SYSTEMS = ("human", "retrieval", "diffusemp", "diffusemp_oracle")
+CM = [f"cm_{m}" for m in MECHANISMS]
+P_CM = [f"p_{m}" for m in MECHANISMS]
+CONTROL_NAMES = [name for name, _ in CONTROL_FIELDS]
+
+
+@dataclass
+class Scorers:
+    """The models that read outputs. Stage `score` loads the real ones; tests pass light stand-ins.
+
+    segment: texts -> `pipeline.segment.segment_texts` rows;
+    tag: (contexts, responses, segments) -> TAGS columns but example_id (`pipeline.tagging.Taggers.tag`);
+    frames: (segments, responses) -> one SF token per word (`pipeline.frames.FrameTagger.tag`);
+    bertscore: (candidates, references) -> F1 [N]; mi_nll: (contexts, responses) -> mean context NLL [N]
+    (`pipeline.metrics.relevance.MIScorer.nll`).
+    """
+    segment: Callable[[list[str]], list[dict]]
+    tag: Callable[[list[list[str]], list[str], list[dict]], pd.DataFrame]
+    frames: Callable[[list[dict], list[str]], list[list[str]]]
+    bertscore: Callable[[list[str], list[str]], np.ndarray]
+    mi_nll: Callable[[list[list[str]], list[str]], np.ndarray]
+
+
+def top1(table: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
+    """The rank-0 rows of `table` for `ids`, in that order; every id must have one."""
+    rows = table[table["rank"] == 0].drop_duplicates("example_id").set_index("example_id")
+    missing = [i for i in ids if i not in rows.index]
+    if missing:
+        raise PipelineError(f"{what} lacks rank-0 rows for {len(missing)} scored examples (e.g. {missing[0]}): "
+                            "rebuild it with `dvc repro`")
+    return rows.loc[ids].reset_index()
+
+
+def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates: pd.DataFrame,
+                     oracle: pd.DataFrame, retrieved_samples: pd.DataFrame,
+                     oracle_samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One DataFrame per system, rows aligned on the examples that were sampled (rank 0 of samples/retrieved).
+
+    Columns: example_id, context (list[str]), reference (gold response), text (the system's output) and the
+    CONTROL_FIELDS of the controls the output is checked against.
+    """
+    ids = sorted(retrieved_samples.loc[retrieved_samples["rank"] == 0, "example_id"].unique())
+    if not ids:
+        raise PipelineError("samples/retrieved.parquet has no rank-0 sample: rebuild it with `dvc repro sample`")
+    gold = top1(dialogues.merge(controls[["example_id", *CONTROL_NAMES]], on="example_id").assign(rank=0), ids,
+                "dialogues.parquet joined with controls.parquet")
+    empty = gold.loc[gold["context"].map(len) == 0, "example_id"]
+    if len(empty):
+        raise PipelineError(f"example {empty.iloc[0]} has an empty context: MIScore needs one; check stage prepare")
+    cand, orac = top1(candidates, ids, "candidates.parquet"), top1(oracle, ids, "oracle.parquet")
+    sources = {  # system -> (output texts, controls table)
+        "human": (gold["response"], gold),
+        "retrieval": (cand["cand_response"], cand),
+        "diffusemp": (top1(retrieved_samples, ids, "samples/retrieved.parquet")["text"], cand),
+        "diffusemp_oracle": (top1(oracle_samples, ids, "samples/oracle.parquet")["text"], orac),
+    }
+    base = pd.DataFrame({"example_id": ids, "context": gold["context"], "reference": gold["response"]})
+    return {name: base.assign(text=list(texts), **{c: list(ctrl[c]) for c in CONTROL_NAMES})
+            for name, (texts, ctrl) in sources.items()}
+
+
+def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame, dict]:
+    """Score one system's outputs (an `assemble_systems` frame) -> (SCORES rows without `system`, summary metrics).
+
+    Summary keys: bertscore_f1_minilm (0-1), miscore_smollm2, acc_cm (+ _er/_ip/_ex), acc_it, f1_sf, dist_1/2/4,
+    self_bleu_5 (all x 100), avg_len (tokens), p_er/p_ip/p_ex (mean tagger probabilities, Figure 4).
+    """
+    texts, contexts = list(outputs["text"]), [list(c) for c in outputs["context"]]
+    segments = scorers.segment(texts)
+    tokens = [[w.lower() for w in s["words"]] for s in segments]
+    tags = scorers.tag(contexts, texts, segments)
+    sf = scorers.frames(segments, texts)
+
+    cm_ok = cm_matches(tags[CM].to_numpy(bool), outputs[CM].to_numpy(bool))  # [N, 3]
+    it = np.array([intent_matches(list(t), list(c)) for t, c in zip(tags["intents"], outputs["intents"])],
+                  dtype=int).reshape(-1, 2)  # [N, (correct, total)]
+    sfo = np.array([sf_overlap(t, list(c)) for t, c in zip(sf, outputs["sf"])],
+                   dtype=int).reshape(-1, 3)  # [N, (overlap, tagged, control)]
+    nll = scorers.mi_nll(contexts, texts)
+    per = pd.DataFrame({
+        "example_id": outputs["example_id"], "text": texts, "n_tokens": [len(t) for t in tokens],
+        "bertscore_f1": scorers.bertscore(texts, list(outputs["reference"])), "mi_nll": nll,
+        "self_bleu": self_bleu(tokens),
+        **{f"{c}_ok": cm_ok[:, j] for j, c in enumerate(CM)},
+        "it_correct": it[:, 0], "it_total": it[:, 1],
+        "sf_overlap": sfo[:, 0], "sf_tagged": sfo[:, 1], "sf_control": sfo[:, 2],
+        **{p: tags[p].to_numpy(float) for p in P_CM},
+    })
+    acc = cm_accuracy(cm_ok)
+    summary = {
+        "bertscore_f1_minilm": mean(per["bertscore_f1"]),
+        "miscore_smollm2": miscore(nll),
+        "acc_cm": acc["mean"], **{f"acc_cm_{m}": acc[m] for m in MECHANISMS},
+        "acc_it": ratio(it[:, 0].sum(), it[:, 1].sum()),
+        "f1_sf": f1(*sfo.sum(0)),
+        **{f"dist_{n}": distinct_n(tokens, n) for n in (1, 2, 4)},
+        "self_bleu_5": 100.0 * mean(per["self_bleu"]),
+        "avg_len": avg_len(tokens),
+        **{p: mean(per[p]) for p in P_CM},
+    }
+    return per, summary
+
+
+def mean(values) -> float:
+    values = np.asarray(values, float)
+    return float(values.mean()) if len(values) else math.nan
+
+
+def score_systems(systems: dict[str, pd.DataFrame], scorers: Scorers) -> tuple[pd.DataFrame, dict]:
+    """Score every system -> (SCORES table of all systems, {"n_examples": N, system: summary, ...})."""
+    rows, metrics = [], {"n_examples": len(next(iter(systems.values())))}
+    for name, outputs in systems.items():
+        log(f"[score] {name}: {len(outputs)} outputs")
+        per, summary = score_system(outputs, scorers)
+        rows.append(per.assign(system=name))
+        metrics[name] = summary
+    return pd.concat(rows, ignore_index=True), metrics
+
+
+def json_safe(metrics: dict) -> dict:
+    """NaN (a metric over nothing) -> None, so the JSON is valid and shows `null`; floats rounded to 4 decimals."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, float):
+            return None if math.isnan(v) else round(v, 4)
+        return v
+    return clean(metrics)
+
+
+def cm_points(metrics: dict) -> pd.DataFrame:
+    """Figure 4 data: one row per system with its mean ER, IP and EX tagger probabilities."""
+    return pd.DataFrame([{"system": s, **{m: metrics[s][f"p_{m}"] for m in MECHANISMS}}
+                         for s in SYSTEMS if s in metrics])

@@ -1,0 +1,132 @@
+"""Scoring assembly and summary on tiny synthetic tables with stand-in scorers; the report and the plots."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.plots import render_cm, render_curves
+from pipeline.report import BEGIN, END, numeric_leaves, replace_section, results_section, results_table
+from pipeline.scoring import SYSTEMS, Scorers, assemble_systems, cm_points, json_safe, score_system, score_systems
+
+IDS = ["c1:1", "c2:1"]
+
+
+def controls_row(text: str, cm=(False, False, False), intents=("neutral",), sf=None) -> dict:
+    """The CONTROL_FIELDS of `text` as the stand-in taggers below would tag it (words split on spaces)."""
+    words = text.split()
+    return {"words": words, "word_sent": [0] * len(words), "sf": sf or [w.upper() for w in words],
+            "sent_starts": [0], "sent_ends": [len(text)], "intents": list(intents),
+            "cm_er": cm[0], "cm_ip": cm[1], "cm_ex": cm[2], "subword_ids": [1] * len(words),
+            "subword_word": list(range(len(words)))}
+
+
+def tables() -> dict[str, pd.DataFrame]:
+    gold = ["i am so sorry", "That is So great"]
+    cands = ["oh no that is bad", "wow great"]
+    dialogues = pd.DataFrame({"example_id": IDS, "split": "test", "conv_id": ["c1", "c2"], "turn": 1,
+                              "emotion": "sad", "situation": "", "context": [["my dog died"], ["i got the job"]],
+                              "response": gold})
+    controls = pd.DataFrame([{"example_id": i, **controls_row(t, cm=(True, False, False))} for i, t in zip(IDS, gold)])
+    candidates = pd.DataFrame([{"example_id": i, "rank": r, "cand_response": t if r == 0 else "other",
+                                **controls_row(t, cm=(True, False, False))}
+                               for i, t in zip(IDS[::-1], cands[::-1]) for r in (1, 0)])  # out of order on purpose
+    oracle = pd.DataFrame([{"example_id": i, "rank": 0, "cand_response": t, **controls_row(t, cm=(True, False, False))}
+                           for i, t in zip(IDS, gold)])
+    samples = {m: pd.DataFrame({"example_id": IDS, "rank": 0, "text": texts})
+               for m, texts in (("retrieved", ["oh no that is", ""]), ("oracle", gold))}
+    return dict(dialogues=dialogues, controls=controls, candidates=candidates, oracle=oracle,
+                retrieved_samples=samples["retrieved"], oracle_samples=samples["oracle"])
+
+
+def stand_in_tag(contexts, responses, segments) -> pd.DataFrame:
+    """Tags like `controls_row`: ER present iff the response has a word, one `neutral` intent per non-empty text."""
+    n = [len(s["words"]) > 0 for s in segments]
+    return pd.DataFrame({"cm_er": n, "cm_ip": False, "cm_ex": False, "p_er": [0.9 * x for x in n], "p_ip": 0.2,
+                         "p_ex": 0.1, "intents": [["neutral"] if x else [] for x in n]})
+
+
+def stand_in_scorers() -> Scorers:
+    return Scorers(
+        segment=lambda texts: [{"words": t.split()} for t in texts],
+        tag=stand_in_tag,
+        frames=lambda segments, texts: [[w.upper() for w in s["words"]] for s in segments],
+        bertscore=lambda cands, refs: np.array([float(c == r) for c, r in zip(cands, refs)]),
+        mi_nll=lambda contexts, responses: np.full(len(responses), math.log(50.0)),
+    )
+
+
+def test_assemble_systems_aligns_every_system_on_the_sampled_examples():
+    systems = assemble_systems(**tables())
+    assert list(systems) == list(SYSTEMS)
+    for df in systems.values():
+        assert list(df["example_id"]) == IDS and list(df["reference"]) == ["i am so sorry", "That is So great"]
+    assert list(systems["retrieval"]["text"]) == ["oh no that is bad", "wow great"]  # rank 0 of each, in id order
+    assert list(systems["diffusemp"]["words"][0]) == "oh no that is bad".split()  # checked against the candidate
+    assert list(systems["diffusemp_oracle"]["words"][1]) == "That is So great".split()
+
+
+def test_assemble_systems_rejects_missing_rows_and_empty_contexts():
+    t = tables()
+    t["oracle_samples"] = t["oracle_samples"].iloc[:1]
+    with pytest.raises(PipelineError, match="samples/oracle.parquet lacks rank-0 rows"):
+        assemble_systems(**t)
+    t = tables()
+    t["dialogues"].at[0, "context"] = []
+    with pytest.raises(PipelineError, match="empty context"):
+        assemble_systems(**t)
+
+
+def test_score_system_by_hand():
+    systems = assemble_systems(**tables())
+    per, human = score_system(systems["human"], stand_in_scorers())
+    assert (human["acc_cm"], human["acc_it"], human["f1_sf"]) == (100.0, 100.0, 100.0)  # re-tagging round trip
+    assert human["bertscore_f1_minilm"] == 1.0 and human["miscore_smollm2"] == pytest.approx(50.0)
+    assert human["avg_len"] == 4.0 and human["dist_1"] == pytest.approx(100 * 7 / 8)  # "so" twice, once capitalised
+    assert human["p_er"] == pytest.approx(0.9)
+
+    per, gen = score_system(systems["diffusemp"], stand_in_scorers())
+    # Outputs "oh no that is" and "" against controls "oh no that is bad" (ER) and "wow great" (ER).
+    assert gen["acc_cm_er"] == 50.0 and gen["acc_cm_ip"] == 100.0 and gen["acc_cm"] == pytest.approx(250 / 3)
+    assert gen["acc_it"] == 50.0  # the empty output misses its one sentence
+    assert gen["f1_sf"] == pytest.approx(100 * 2 * 4 / (4 + 7))  # 4 of 4 tagged labels, 4 of 5 + 2 control labels
+    assert list(per["n_tokens"]) == [4, 0] and list(per["it_total"]) == [1, 1]
+    assert gen["self_bleu_5"] == 0.0  # nothing shared with the empty output
+    assert gen["avg_len"] == 2.0
+
+
+def test_score_systems_writes_one_entry_per_system_and_json_has_no_nan():
+    systems = assemble_systems(**tables())
+    table, metrics = score_systems(systems, stand_in_scorers())
+    assert metrics["n_examples"] == 2 and set(SYSTEMS) <= set(metrics)
+    assert list(table["system"].unique()) == list(SYSTEMS) and len(table) == 8
+    assert json_safe({"a": {"x": math.nan, "y": 1.23456}})["a"] == {"x": None, "y": 1.2346}
+    points = cm_points(metrics)
+    assert list(points.columns) == ["system", "er", "ip", "ex"] and list(points["system"]) == list(SYSTEMS)
+
+
+def test_report_section_and_markers(tmp_path):
+    scores = {"n_examples": 2, "diffusemp": {"bertscore_f1_minilm": 0.5, "acc_cm": None}, "human": {"avg_len": 13.0}}
+    table = results_table(scores)
+    assert "| paper: DiffusEmp | 0.5205 | 626.92 | 92.36 |" in table
+    assert "| ours: DiffusEmp | 0.5000 | n/a | n/a |" in table and "| ours: Human |" in table
+    section = results_section(scores, {"retrieval.json": {"mrr": 0.25, "per_class": [1, 2], "k": {"at_5": 3}}})
+    assert "| retrieval.json | mrr | 0.25 |" in section and "k.at_5" in section
+    readme = f"# Title\n\n{BEGIN}\nold table\n{END}\n\nMore text.\n"
+    out = replace_section(readme, "NEW")
+    assert out == f"# Title\n\n{BEGIN}\nNEW\n{END}\n\nMore text.\n"
+    assert replace_section(out, "NEW") == out  # idempotent
+    with pytest.raises(PipelineError, match="must hold one"):
+        replace_section("# no markers\n", "NEW")
+    assert numeric_leaves({"a": True, "b": {"c": 2}}) == [("b.c", 2)]
+
+
+def test_plots_render_pngs(tmp_path):
+    render_cm(pd.DataFrame({"system": ["human", "diffusemp"], "er": [0.3, 0.4], "ip": [0.2, 0.1], "ex": [0.5, 0.4]}),
+              tmp_path / "cm.png")
+    render_curves(pd.DataFrame({"step": [0, 10, 20], "loss": [3.0, 2.0, 1.5]}), tmp_path / "loss.png")
+    for name in ("cm.png", "loss.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(PipelineError, match="no `step` column"):
+        render_curves(pd.DataFrame({"epoch": [0], "loss": [1.0]}), tmp_path / "x.png")
