@@ -21,6 +21,9 @@ DIALOGUES = pa.schema([
     ("response", _str),
 ])
 
+# data/embeddings/texts.parquet: the distinct texts whose MiniLM vectors are row-aligned in data/embeddings/vectors.npy.
+EMBEDDING_TEXTS = pa.schema([("text", _str)])
+
 # The spaCy analysis of a response: words (with lemma and coarse POS) and sentences.
 SEGMENT_FIELDS = [
     ("words", _strs),
@@ -98,4 +101,19 @@ SAMPLES = pa.schema([
     ("rank", _i32),
     ("control_sequence", _str),
     ("text", _str),
+])
+
+# data/scores/per_example.parquet: one row per (system, example) scored by stage `score` (definitions: docs/metrics.md).
+SCORES = pa.schema([
+    ("system", _str),  # human | retrieval | diffusemp | diffusemp_oracle
+    ("example_id", _str),
+    ("text", _str),
+    ("n_tokens", _i32),  # lower-cased spaCy words
+    ("bertscore_f1", _f32),
+    ("mi_nll", _f32),  # mean NLL (nats) of the context tokens given the text; MIScore = exp(mi_nll)
+    ("self_bleu", _f32),  # BLEU-5 against the system's other outputs, in [0, 1]
+    ("cm_er_ok", _bool), ("cm_ip_ok", _bool), ("cm_ex_ok", _bool),
+    ("it_correct", _i32), ("it_total", _i32),
+    ("sf_overlap", _i32), ("sf_tagged", _i32), ("sf_control", _i32),
+    ("p_er", _f32), ("p_ip", _f32), ("p_ex", _f32),
 ])
