@@ -6,6 +6,7 @@
 """
 import json
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -14,6 +15,7 @@ from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.errors import PipelineError
 from pipeline.params import load_params, section
+from pipeline.progress import log
 from pipeline.respond import Overrides, Responder, read_dialogues
 
 app = typer.Typer(add_completion=False)
@@ -72,7 +74,9 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
     responder = Responder.load(index, taggers, model, steps=sampling["steps"], clamp=sampling["clamp"], seed=p["seed"])
     overrides = Overrides.parse(cm, intent, frames, responder.known_frames())
     for turns in dialogues:
+        start = time.perf_counter()
         results = responder.respond(turns, k, float(p["gamma"]), overrides)
+        log(f"[respond] {len(results)} responses in {time.perf_counter() - start:.2f}s")
         if json_lines:
             for res in results:
                 print(json.dumps(record(turns, res), ensure_ascii=False))
