@@ -130,3 +130,12 @@ def test_plots_render_pngs(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(PipelineError, match="no `step` column"):
         render_curves(pd.DataFrame({"epoch": [0], "loss": [1.0]}), tmp_path / "x.png")
+
+
+def test_component_table_writes_counts_as_integers_and_rates_with_four_digits():
+    from pipeline.report import component_table
+
+    table = component_table({"frames.json": {"docs": 51263, "share": 0.768712, "top": {"Degree": 8041}}})
+    assert "| frames.json | docs | 51,263 |" in table
+    assert "| frames.json | share | 0.7687 |" in table
+    assert "| frames.json | top.Degree | 8,041 |" in table
