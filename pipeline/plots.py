@@ -34,12 +34,16 @@ def render_cm(points: pd.DataFrame, png) -> None:
     save(fig, png)
 
 
+# Columns of a curves table that are not on the loss scale (the training log's throughput and learning rate).
+OFF_SCALE = ("examples_per_s", "lr")
+
+
 def render_curves(table: pd.DataFrame, png, x: str = "step") -> None:
-    """Every numeric column of `table` against column `x` (the training loss curve: step, loss, ...)."""
+    """Every numeric column of `table` but OFF_SCALE against column `x` (the training log: step, loss, mse, ...)."""
     if x not in table.columns:
         raise PipelineError(f"plot data has no `{x}` column (columns: {list(table.columns)}): write one per row")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for y in [c for c in table.select_dtypes("number").columns if c != x]:
+    for y in [c for c in table.select_dtypes("number").columns if c != x and c not in OFF_SCALE]:
         ax.plot(table[x], table[y], label=y)
     ax.set(xlabel=x)
     ax.legend()

@@ -6,6 +6,7 @@ import torch
 from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.inputs import Role, collate, encode_example
 from pipeline.diffusion.losses import training_loss
+from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.sampler import decode, sample
 from pipeline.diffusion.schedule import Schedule
@@ -22,6 +23,7 @@ DATA = [
     ("you will do better next time .", "encouraging", (False, True, False)),
 ]
 CFG = ModelConfig(emb_dim=16, width=64, layers=2, heads=4, ffn=128, dropout=0.0, max_len=64, max_context=16)
+SELF_CONDITIONED = ModelConfig(**{**CFG.to_dict(), "self_condition": True})
 
 
 def control_row(text: str, intent: str, cm: tuple[bool, bool, bool]) -> dict:
@@ -81,13 +83,14 @@ def test_truncation_drops_oldest_context_then_last_words(vocab):
 
 def test_partial_noising_leaves_non_response_positions_bit_identical(vocab):
     batch = collate([encode_example(["hi there"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
-    model = DiffusEmpModel(CFG, vocab)
+    model = DiffusEmpModel(SELF_CONDITIONED, vocab)
     seen = []
     model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
     training_loss(model, batch, Schedule(CFG.T), t=torch.tensor([1, 500, 1500, 2000]))
     sample(model, collate([encode_example(["hi there"], r, vocab, CFG) for r in ROWS]), Schedule(CFG.T), steps=3)
     keep = ~collate([encode_example(["hi there"], r, vocab, CFG) for r in ROWS]).is_response  # same layout
     clean = model.embed(batch.ids).detach()
+    seen = [x for x in seen if len(x) == len(ROWS)]  # the self-conditioning pass may see only some of the examples
     assert len(seen) == 4
     for x_t in seen:
         assert torch.equal(x_t[keep], clean[keep])
@@ -105,14 +108,17 @@ def test_respacing_with_T_steps_is_the_original_schedule():
     assert torch.equal(short.alpha_bar, full.alpha_bar[short.timesteps])
     assert torch.allclose(torch.cumprod(1 - short.betas, 0), short.alpha_bar, rtol=1e-9, atol=0)
     assert short.posterior_var[1] == 0 and short.posterior_c0[1] == 1  # the last step returns x0
+    with pytest.raises(PipelineError, match="respaced steps must be in 1..T = 2000, got 2001"):
+        full.respace(2001)
 
 
-def test_tiny_model_overfits_and_regenerates_from_controls(vocab):
+@pytest.mark.parametrize("cfg", [CFG, SELF_CONDITIONED], ids=["plain", "self_conditioned"])
+def test_tiny_model_overfits_and_regenerates_from_controls(vocab, cfg):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    train = collate([encode_example(["hello"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
-    test = collate([encode_example(["hello"], r, vocab, CFG) for r in ROWS])  # no response: controls only
-    model, schedule = DiffusEmpModel(CFG, vocab), Schedule(CFG.T)
+    train = collate([encode_example(["hello"], r, vocab, cfg, r["subword_ids"]) for r in ROWS])
+    test = collate([encode_example(["hello"], r, vocab, cfg) for r in ROWS])  # no response: controls only
+    model, schedule = DiffusEmpModel(cfg, vocab), Schedule(cfg.T)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(400):
@@ -120,8 +126,52 @@ def test_tiny_model_overfits_and_regenerates_from_controls(vocab):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert set(terms) == {"mse", "prior", "rounding", "loss"} and float(terms["mse"]) < 0.3
+    assert set(terms) == {"mse", "prior", "rounding", "loss", "accuracy"} and float(terms["mse"]) < 0.3
     for steps, clamp in [(50, False), (10, True)]:  # respaced; steps = T is the same schedule (above)
         out = sample(model, test, schedule, steps=steps, clamp=clamp, generator=torch.Generator().manual_seed(1))
         assert out == [r["subword_ids"] for r in ROWS], (steps, clamp, [decode(o) for o in out])
     assert decode(out[2]) == "when do you leave?"
+
+
+def test_rounding_term_is_the_cross_entropy_of_the_named_input(vocab):
+    """Recompute each rounding variant by hand from the same noise draws as training_loss."""
+    batch = collate([encode_example(["hi there"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
+    schedule, t = Schedule(CFG.T), torch.tensor([1, 700, 1400, 2000])
+    resp, gold = batch.is_response, batch.target[batch.is_response]
+    for rounding in ("prediction", "embedding", "none"):
+        cfg = ModelConfig(**{**CFG.to_dict(), "emb_dim": 128, "rounding": rounding, "self_condition": False})
+        torch.manual_seed(0)
+        model = DiffusEmpModel(cfg, vocab).eval()
+        loss, terms = training_loss(model, batch, schedule, t=t, generator=torch.Generator().manual_seed(3))
+        g = torch.Generator().manual_seed(3)  # the same draws, in the same order: y0's noise, then x_t's
+        e = model.embed(batch.ids)
+        sigma0 = (1 - schedule.alpha_bar[1]).sqrt().item()
+        y0 = torch.where(resp[..., None], e + sigma0 * torch.randn(e.shape, generator=g), e)
+        x_t = torch.where(resp[..., None], schedule.q_sample(y0, t, torch.randn(e.shape, generator=g)), y0)
+        x0_hat = model(x_t, schedule.model_time(t), control_range_mask(batch, cfg.mask, cfg.signals))
+        by_hand = {"prediction": x0_hat, "embedding": y0}
+        if rounding == "none":
+            assert "rounding" not in terms
+        else:
+            expected = torch.nn.functional.cross_entropy(model.logits(by_hand[rounding][resp]), gold)
+            assert torch.isclose(terms["rounding"], expected, rtol=1e-5), rounding
+        assert torch.isclose(loss, sum(v for k, v in terms.items() if k not in ("loss", "accuracy")))
+        accuracy = (model.logits(x0_hat[resp]).argmax(-1) == gold).float().mean()
+        assert torch.isclose(terms["accuracy"], accuracy)
+        if rounding == "embedding":  # N(0, 1) 128-d embeddings: y0 rounds to its own token with certainty: inert
+            assert float(terms["rounding"]) < 1e-3
+
+
+def test_sampler_feeds_back_the_previous_estimate_on_response_positions(vocab):
+    model = DiffusEmpModel(SELF_CONDITIONED, vocab)
+    batch = collate([encode_example(["hi there"], r, vocab, CFG) for r in ROWS])
+    calls = []
+    hook = model.register_forward_hook(lambda _, args, out: calls.append((args[3].clone(), out.detach().clone())))
+    sample(model, batch, Schedule(CFG.T), steps=4)
+    hook.remove()
+    assert len(calls) == 4 and torch.equal(calls[0][0], torch.zeros_like(calls[0][1]))  # nothing before step K
+    resp = batch.is_response[..., None]
+    for (_, previous), (fed, _) in zip(calls, calls[1:]):
+        assert torch.equal(fed, previous * resp)
+    x, t, mask = calls[1][1], torch.tensor([7] * len(ROWS)), control_range_mask(batch, CFG.mask, CFG.signals)
+    assert not torch.allclose(model(x, t, mask), model(x, t, mask, torch.randn_like(x)))  # the estimate is used

@@ -11,10 +11,12 @@ import torch.multiprocessing as mp
 from pipeline.diffusion import trainer
 from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.generate import eval_subset, generate
+from pipeline.diffusion.inputs import Role
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.trainer import DataOrder, TrainConfig, encode_rows, load_model, save_model, train
 from pipeline.diffusion.vocab import Vocab
+from pipeline.errors import PipelineError
 from pipeline.segment import wordpiece_align
 
 CFG = ModelConfig(emb_dim=16, width=32, layers=2, heads=2, ffn=64, dropout=0.1, max_len=48, max_context=8, T=50)
@@ -49,8 +51,17 @@ def fresh_model(vocab) -> DiffusEmpModel:
     return DiffusEmpModel(CFG, vocab)
 
 
-TCFG = TrainConfig(steps=8, batch_size=4, ema_decay=0.9, grad_clip=1.0, checkpoint_every_s=0,
-                   checkpoint_every_steps=4, log_every=2)
+TCFG = TrainConfig(steps=8, batch_size=4, lr=1e-3, warmup_steps=3, lr_decay="linear", ema_decay=0.9, grad_clip=1.0,
+                   checkpoint_every_s=0, checkpoint_every_steps=4, log_every=2)
+
+
+def test_lr_warms_up_then_decays_linearly_to_zero():
+    cfg = TrainConfig(steps=10, batch_size=1, lr=1e-3, warmup_steps=4, lr_decay="linear")
+    # step s (0-based): lr * min(1, (s + 1) / 4) * (1 - s / 10)
+    assert [round(cfg.lr_at(s), 9) for s in (0, 1, 3, 5, 9)] == [2.5e-4, 4.5e-4, 7e-4, 5e-4, 1e-4]
+    assert TrainConfig(steps=10, batch_size=1, lr=1e-3).lr_at(7) == 1e-3  # no warm-up, no decay: constant
+    with pytest.raises(PipelineError, match="lr_decay='cosine'"):
+        TrainConfig(steps=10, batch_size=1, lr_decay="cosine")
 
 
 def test_data_order_shards_partition_the_single_process_batch_and_epochs_are_permutations():
@@ -169,3 +180,16 @@ def test_generate_returns_one_reproducible_text_per_row_in_order():
     assert generate(model, vocab, rows, steps=3, clamp=True, batch_size=3, seed=5) == texts
     alone = generate(model, vocab, rows[-1:], steps=3, clamp=True, batch_size=1, seed=5)
     assert len(alone) == 1
+
+
+def test_held_out_sampling_scores_regenerated_responses_position_by_position(monkeypatch):
+    vocab, examples, schedule = tiny_setup()
+    model = fresh_model(vocab)
+    gold = [[i for i, r in zip(e.ids, e.role) if r == Role.RESPONSE][:-1] for e in examples[:3]]  # without END
+    # Example 0 exact; example 1 one token wrong and one missing; example 2 two extra tokens.
+    fake = [gold[0], [gold[1][0] + 1] + gold[1][1:-1], gold[2] + [7, 7]]
+    monkeypatch.setattr(trainer, "sample", lambda *args, **kwargs: fake)
+    out = trainer.held_out_sampling(model, trainer.Ema(model, 0.9), schedule, examples[:3], 3, steps=5, seed=0)
+    n1, n2 = len(gold[1]), len(gold[2])
+    expected = (1 + (n1 - 2) / n1 + n2 / (n2 + 2)) / 3
+    assert out == {"examples": 3, "steps": 5, "token_accuracy": round(expected, 4), "exact": round(1 / 3, 4)}

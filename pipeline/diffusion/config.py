@@ -7,6 +7,9 @@ SIGNALS = ("cm", "it", "sf")  # coarse to fine: communication mechanism, intent,
 MASKS = ("control_range", "full")  # "full" is the paper's "w/o Mask" ablation
 VOCABS = ("reduced", "full")  # output vocabulary: WordPiece ids seen in training responses, or all of them
 SCHEDULES = ("sqrt",)
+# The rounding cross-entropy -log p(w | .) with the head tied to the embedding, scored on: "prediction" = the model's x0
+# estimate (Difformer's anchor loss), "embedding" = the noisy embedding y0 (DiffuSeq), or "none" (Eq. 7 alone).
+ROUNDINGS = ("prediction", "embedding", "none")
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,8 @@ class ModelConfig:
     mask: "control_range" (paper Eq. 3-6) or "full" attention.
     signals: which control signals enter the sequence (a subset of SIGNALS, kept in coarse-to-fine order).
     vocab: "reduced" or "full" output vocabulary (see Vocab).
-    rounding_loss: add the rounding cross-entropy -log p(w | x0) to the Eq. 7 terms.
+    rounding: where the rounding cross-entropy added to the Eq. 7 terms is scored (ROUNDINGS; losses.py says why).
+    self_condition: the denoiser also sees its previous x0 estimate (Chen et al. 2023, "Analog Bits"; losses.py).
     """
 
     emb_dim: int = 128
@@ -38,7 +42,8 @@ class ModelConfig:
     mask: str = "control_range"
     signals: tuple[str, ...] = SIGNALS
     vocab: str = "reduced"
-    rounding_loss: bool = True
+    rounding: str = "embedding"
+    self_condition: bool = False
 
     def __post_init__(self):
         # Normalise signals to a tuple in SIGNALS order so that ("sf", "cm") and ["cm", "sf"] mean the same model.
@@ -48,6 +53,8 @@ class ModelConfig:
             problems.append(f"mask={self.mask!r} (one of {MASKS})")
         if self.vocab not in VOCABS:
             problems.append(f"vocab={self.vocab!r} (one of {VOCABS})")
+        if self.rounding not in ROUNDINGS:
+            problems.append(f"rounding={self.rounding!r} (one of {ROUNDINGS})")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule={self.schedule!r} (one of {SCHEDULES})")
         if self.width % self.heads:

@@ -1,11 +1,17 @@
 """The training objective: paper Eq. 7 (the DiffuSeq / Diffusion-LM variational bound, x0-parameterised) on the
-response positions only, plus the rounding cross-entropy as an option (cfg.rounding_loss).
+response positions only, plus the rounding cross-entropy as an option (cfg.rounding), with optional self-conditioning.
 
 With e = EMB(w^y) the response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps0 (Diffusion-LM's q(x0 | w)):
 - mse:   ||y0 - f(x_t, t)||^2 for t >= 2 and ||e - f(x_1, 1)||^2 for t = 1 (the "embedding term"), t uniform in 1..K;
 - prior: ||sqrt(alpha_bar_T) y0||^2, the mean of q(x_T | y0) against the N(0, I) prior: the regulariser R(||x0||^2);
-- rounding (option): -log p(w^y | y0) with the tied rounding head; it keeps the embeddings apart (without it nothing
-  stops them collapsing towards each other, which the MSE would reward).
+- rounding (cfg.rounding): -log p(w^y | .) with the tied rounding head, scored on
+  "prediction": the model's x0 estimate f(x_t, t) (Difformer's anchor loss). The default: it trains the denoiser
+    to land on the right token at every t, and keeps the embeddings apart (the MSE alone would reward collapsing them);
+  "embedding": y0 (DiffuSeq's decoder NLL). With N(0, 1) 128-d embeddings the tied logits of y0 separate the gold
+    token by ~100 nats, so this term is ~0 and gives no gradient (measured: it logged 0.0000 for 1,500 steps);
+  "none": Eq. 7 alone.
+Self-conditioning (cfg.self_condition, Chen et al. 2023): the denoiser also sees an earlier x0 estimate, which the
+sampler feeds from its previous step; training draws it from the model itself for half of the examples.
 Every term is a mean over response positions (squared errors also averaged over the E dimensions). Context, separator
 and control positions are never noised: the model sees their clean embeddings.
 """
@@ -36,7 +42,9 @@ def training_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: t
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of one batch (already on the model's device). t: steps [B] in 1..len(schedule), uniform if None.
     model: a DiffusEmpModel, or a DistributedDataParallel wrapping one (the denoiser call goes through the wrapper).
-    -> (scalar loss to backpropagate, detached terms {"mse", "prior", "rounding" (if enabled), "loss"})."""
+    -> (scalar loss to backpropagate, detached terms {"mse", "prior", "rounding" (unless "none"), "loss",
+    "accuracy"}); accuracy (not trained) = the share of response tokens the rounding head gets right from the
+    prediction, a direct read of how well x0 is denoised."""
     core: DiffusEmpModel = getattr(model, "module", model)
     cfg = core.cfg
     resp = batch.is_response  # [B, L]
@@ -48,16 +56,30 @@ def training_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: t
     sigma0 = float((1 - schedule.alpha_bar[1]).sqrt())
     y0 = torch.where(resp[..., None], e + sigma0 * randn_like(e, generator), e)  # [B, L, E]
     x_t = noise_response(y0, resp, schedule, t, randn_like(e, generator))
-    x0_hat = model(x_t, schedule.model_time(t), control_range_mask(batch, cfg.mask, cfg.signals))  # [B, L, E]
+    mask = control_range_mask(batch, cfg.mask, cfg.signals)  # [B, 1, L, L]
+    time = schedule.model_time(t)  # [B]
+    x0_prev = None
+    if cfg.self_condition:
+        # Half of the examples first get the model's own estimate (no gradient) as the self-conditioning input, as
+        # the sampler will feed them; the other half get zeros, as its first step does.
+        use = torch.rand(len(batch), generator=generator, device=generator.device if generator is not None else "cpu")
+        use = (use < 0.5).to(resp.device)  # [B]
+        x0_prev = torch.zeros_like(e)
+        if use.any():
+            with torch.no_grad():
+                x0_prev[use] = model(x_t[use], time[use], mask[use]) * resp[use][..., None]
+    x0_hat = model(x_t, time, mask, x0_prev)  # [B, L, E]
 
     target = torch.where((t == 1)[:, None, None], e, y0)  # Eq. 7: the t = 1 term targets EMB(w^y) itself
     mse = (((x0_hat - target) ** 2).mean(-1) * resp).sum() / n
     prior = ((float(schedule.alpha_bar[-1]) * y0 ** 2).mean(-1) * resp).sum() / n
     terms = {"mse": mse, "prior": prior}
-    if cfg.rounding_loss:
-        # [N, V_out] logits of the response positions only, against their output-vocabulary index (-1 = ignore).
-        gold = batch.target[resp]  # [N]
-        ce = F.cross_entropy(core.logits(y0[resp]), gold, ignore_index=-1, reduction="sum")
-        terms["rounding"] = ce / (gold >= 0).sum().clamp(min=1)
+    gold = batch.target[resp]  # [N] output-vocabulary index of each response position (-1 = not in it)
+    known = (gold >= 0).sum().clamp(min=1)
+    logits = core.logits(x0_hat[resp])  # [N, V_out]
+    if cfg.rounding != "none":
+        scored = logits if cfg.rounding == "prediction" else core.logits(y0[resp])
+        terms["rounding"] = F.cross_entropy(scored, gold, ignore_index=-1, reduction="sum") / known
     loss = sum(terms.values())
-    return loss, {**{k: v.detach() for k, v in terms.items()}, "loss": loss.detach()}
+    accuracy = (logits.detach().argmax(-1) == gold).sum() / known
+    return loss, {**{k: v.detach() for k, v in terms.items()}, "loss": loss.detach(), "accuracy": accuracy}

@@ -1,8 +1,9 @@
 """DiffusEmpModel: the denoiser f_theta(x_t, t) -> x0 of paper section 3.2 and its rounding head.
 
 token ids -> embedding [E = emb_dim] (random init, N(0, 1) like the diffusion noise) -- diffusion happens here --
-x_t [B, L, E] -> up-projection to width W + position + timestep embedding -> pre-LN transformer layers, each attending
-under the boolean control-range mask -> down-projection to E = the x0 prediction.
+x_t [B, L, E] (with cfg.self_condition: concatenated with the previous x0 estimate, [B, L, 2E]) -> up-projection to
+width W + position + timestep embedding -> pre-LN transformer layers, each attending under the boolean control-range
+mask -> down-projection to E = the x0 prediction.
 Rounding: logits over the output vocabulary = x0 . embedding(out_ids) (tied to the input embedding), [B, L, V_out].
 """
 import math
@@ -51,7 +52,7 @@ class DiffusEmpModel(nn.Module):
         self.embedding = nn.Embedding(vocab.size, E)  # default init N(0, 1)
         self.register_buffer("out_ids", torch.tensor(vocab.out_ids), persistent=False)  # [V_out] model ids
         self.end_id = vocab.end  # generation stops at the first END
-        self.up = nn.Sequential(nn.Linear(E, W), nn.Tanh(), nn.Linear(W, W))
+        self.up = nn.Sequential(nn.Linear(2 * E if cfg.self_condition else E, W), nn.Tanh(), nn.Linear(W, W))
         self.time = nn.Sequential(nn.Linear(E, W), nn.SiLU(), nn.Linear(W, W))
         self.pos = nn.Embedding(cfg.max_len, W)
         self.ln_in, self.drop = nn.LayerNorm(W), nn.Dropout(cfg.dropout)
@@ -63,10 +64,14 @@ class DiffusEmpModel(nn.Module):
         """Token ids [B, L] -> embeddings [B, L, E] (the clean x_0 of every position)."""
         return self.embedding(ids)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, attn_mask: torch.Tensor,
+                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         """x_t [B, L, E] (noised response positions, clean embeddings elsewhere), t [B] original diffusion times,
-        attn_mask [B, 1, L, L] bool (True = may attend) -> predicted x0 [B, L, E]."""
+        attn_mask [B, 1, L, L] bool (True = may attend), x0_prev [B, L, E]: the previous x0 estimate (self-conditioning;
+        None = zeros, and ignored without cfg.self_condition) -> predicted x0 [B, L, E]."""
         L = x_t.shape[1]
+        if self.cfg.self_condition:
+            x_t = torch.cat([x_t, torch.zeros_like(x_t) if x0_prev is None else x0_prev], dim=-1)  # [B, L, 2E]
         h = self.up(x_t) + self.pos.weight[:L] + self.time(timestep_embedding(t, self.cfg.emb_dim))[:, None]  # [B,L,W]
         h = self.drop(self.ln_in(h))
         for block in self.blocks:

@@ -2,7 +2,8 @@
 
 x_K ~ N(0, I) on the response positions (clean embeddings elsewhere); at each step i = K..1 the model predicts x0,
 optionally clamped to the nearest output embedding (Diffusion-LM), x_{i-1} ~ q(x_{i-1} | x_i, x0), and every
-non-response position is put back to its clean embedding. Only the current state is kept (no trajectory). The last
+non-response position is put back to its clean embedding. A self-conditioned model also sees the previous step's x0
+estimate (zeros at the first step). Only the current state is kept (no trajectory). The last
 step's mean is x0 itself, which the tied rounding head turns into ids; decoding stops at the first END.
 """
 import torch
@@ -41,9 +42,10 @@ def sample(model: DiffusEmpModel, batch: Batch, schedule: Schedule, steps: int |
     resp = is_resp[..., None]  # [B, L, 1]
     clean = model.embed(batch.ids)  # [B, L, E]
     x = torch.where(resp, randn_like(clean, generator), clean)
+    x0 = torch.zeros_like(clean)  # the previous x0 estimate, on the response positions only
     for i in range(len(schedule), 0, -1):
         step = torch.full((len(batch),), i, device=x.device)
-        x0 = model(x, schedule.model_time(step), mask)
+        x0 = model(x, schedule.model_time(step), mask, x0) * resp
         if clamp:  # only the response positions: the others are put back below anyway
             x0[is_resp] = nearest_output(model, x0[is_resp])
         mean, var = schedule.posterior(x0, x, step)

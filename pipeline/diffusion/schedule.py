@@ -8,6 +8,8 @@ single-step beta of the original schedule (the authors' skipping bug, anchors.md
 """
 import torch
 
+from pipeline.errors import PipelineError
+
 MAX_BETA = 0.999  # sqrt alpha_bar reaches 0 just before t = T; clip the last betas as Diffusion-LM / DiffuSeq do
 
 
@@ -50,7 +52,8 @@ class Schedule:
     def respace(self, steps: int) -> "Schedule":
         """`steps` evenly spaced steps of the original T (always including t = T); steps = T gives this schedule."""
         if not 1 <= steps <= self.T:
-            raise ValueError(f"respaced steps must be in 1..{self.T}, got {steps}")
+            raise PipelineError(f"respaced steps must be in 1..T = {self.T}, got {steps}: "
+                                "fix sample.steps (null = all T)")
         kept = torch.linspace(self.T, 0, steps + 1, dtype=torch.float64)[:-1].round().long().flip(0)  # [steps]
         return Schedule(self.T, self.offset, kept.clamp(min=1))
 

@@ -8,6 +8,8 @@ Read top to bottom:
 - Objective        the model + schedule as one nn.Module whose forward is the loss, the unit DDP wraps.
 - train            the loop; checkpoints (model, EMA, optimizer, step, every rank's RNG states, loss history) are
                    written atomically every few minutes / steps and at the end, and picked up on the next call.
+- held_out_*       the final EMA weights on valid examples: the loss terms, and how well sampling regenerates
+                   the gold responses from their own controls.
 - encode_rows      controls-like rows -> model inputs (gold responses for training, placeholders for sampling).
 - save_model / load_model  the trained model folder (config.json, vocab.json, model.pt with the EMA weights);
   config_fingerprint: what a checkpoint must match to be resumed.
@@ -21,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,26 +36,36 @@ from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.inputs import Batch, Example, collate, encode_example
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.model import DiffusEmpModel
+from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.progress import log, progress
 
-TERMS = ("loss", "mse", "prior", "rounding")  # the loss terms logged (rounding only when cfg.rounding_loss)
+# Logged per window: the loss terms (rounding unless model.rounding is "none") and the rounding head's token accuracy.
+TERMS = ("loss", "mse", "prior", "rounding", "accuracy")
+LR_DECAYS = ("none", "linear")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """steps: optimizer steps. batch_size: the global batch (split evenly across ranks). lr / weight_decay: AdamW.
+    warmup_steps: the lr rises linearly from 0 over these steps; lr_decay: "linear" then anneals it to 0 at `steps`
+    (DiffuSeq's lr_anneal_steps), "none" keeps it. Both are functions of the step alone, so a resumed run gets the
+    same rates.
     ema_decay: the EMA's decay (warmed up as min(decay, (1 + s) / (10 + s)) so short runs are not stuck at the init).
     grad_clip: max global gradient norm; <= 0 disables it (the paper's -1.0). checkpoint_every_s / _steps: save the
     training state when either has passed since the last save (0 disables that trigger). log_every: steps per loss
-    log line / plots row. valid_examples: valid-split examples for the final held-out loss of the EMA model."""
+    log line / plots row. valid_examples: valid-split examples for the final held-out loss of the EMA model;
+    valid_sample_examples (the first of them; 0 = none) are also regenerated from their gold controls with
+    valid_sample_steps respaced steps (held_out_sampling)."""
 
     steps: int
     batch_size: int
     lr: float = 1e-4
+    warmup_steps: int = 0
+    lr_decay: str = "none"
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     grad_clip: float = -1.0
@@ -60,6 +73,12 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     log_every: int = 50
     valid_examples: int = 256
+    valid_sample_examples: int = 64
+    valid_sample_steps: int = 50
+
+    def __post_init__(self):
+        if self.lr_decay not in LR_DECAYS:
+            raise PipelineError(f"params.yaml `train` section: lr_decay={self.lr_decay!r} (one of {LR_DECAYS})")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -67,6 +86,12 @@ class TrainConfig:
             return cls(**d)
         except TypeError as err:
             raise PipelineError(f"params.yaml `train` section: {err}") from None
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0-based)."""
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        decay = max(0.0, 1 - step / self.steps) if self.lr_decay == "linear" else 1.0
+        return self.lr * warm * decay
 
 
 # --- distributed helpers -------------------------------------------------------------------------------------------
@@ -283,6 +308,8 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
     for step in progress(steps, desc="train", every_s=60.0) if rank == 0 else steps:
         batch = collate([examples[i] for i in order.indices(step)]).to(device)
         loss, terms = net(batch, generator)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -295,11 +322,12 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
         n_window, ex_window = n_window + 1, ex_window + len(batch) * world
 
         if done % cfg.log_every == 0 or done == cfg.steps:
-            history.append(_log_point(done, sums, n_window, ex_window, time.monotonic() - t_window))
+            history.append({**_log_point(done, sums, n_window, ex_window, time.monotonic() - t_window),
+                            "lr": cfg.lr_at(step)})
             if rank == 0:
                 h = history[-1]
                 log(f"[train] step {done}/{cfg.steps} " + " ".join(f"{k} {h[k]:.4f}" for k in TERMS if k in h)
-                    + f" | {h['examples_per_s']:.1f} examples/s")
+                    + f" | lr {h['lr']:.2e} | {h['examples_per_s']:.1f} examples/s")
             sums, n_window, ex_window, t_window = {}, 0, 0, time.monotonic()
         now = time.monotonic()
         due = ((cfg.checkpoint_every_s > 0 and now - last_save >= cfg.checkpoint_every_s)
@@ -318,6 +346,9 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
                "final": {k: history[-1][k] for k in TERMS if history and k in history[-1]}}
     if valid and rank == 0:
         summary["valid"] = held_out_loss(model, ema, schedule, valid, cfg.batch_size, seed)
+        if cfg.valid_sample_examples > 0:
+            summary["valid_sampling"] = held_out_sampling(model, ema, schedule, valid[:cfg.valid_sample_examples],
+                                                          cfg.batch_size, cfg.valid_sample_steps, seed)
     return TrainResult(ema.weights(model), history, summary)
 
 
@@ -332,26 +363,62 @@ def _log_point(step: int, sums: dict, n: int, examples: int, seconds: float) -> 
             "examples_per_s": round(examples / seconds, 2) if seconds > 0 else None}
 
 
+@contextmanager
+def ema_weights(model: DiffusEmpModel, ema: Ema):
+    """Run the block with the EMA weights loaded and dropout off; the model's own weights and mode come back after."""
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.load_state_dict(ema.weights(model))
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.load_state_dict(own)
+        model.train(was_training)
+
+
 @torch.no_grad()
 def held_out_loss(model: DiffusEmpModel, ema: Ema, schedule: Schedule, examples: list[Example], batch_size: int,
                   seed: int) -> dict:
     """Loss terms of the EMA weights on `examples`, with timesteps and noise from a fixed seed and dropout off, so the
-    figure is comparable between runs. The model's own weights are restored afterwards. -> {term: mean over batches}"""
+    figure is comparable between runs. -> {"examples": n, term: mean over examples}"""
     device = next(model.parameters()).device
-    own = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(ema.weights(model))
-    model.eval()
     generator = torch.Generator(device).manual_seed(seed)
     sums, n = {}, 0
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        _, terms = training_loss(model, collate(chunk).to(device), schedule, generator=generator)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
-        n += len(chunk)
-    model.load_state_dict(own)
-    model.train()
+    with ema_weights(model, ema):
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            _, terms = training_loss(model, collate(chunk).to(device), schedule, generator=generator)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
+            n += len(chunk)
     return {"examples": n, **{k: round(v / n, 6) for k, v in sums.items()}}
+
+
+@torch.no_grad()
+def held_out_sampling(model: DiffusEmpModel, ema: Ema, schedule: Schedule, examples: list[Example], batch_size: int,
+                      steps: int, seed: int) -> dict:
+    """How well the EMA weights regenerate held-out responses from their own (gold) controls: each example's response
+    is sampled (`steps` respaced reverse steps, at most T; noise from a fixed seed) and compared with the gold
+    WordPieces position by position; a missing or extra token counts as wrong.
+    -> {"examples", "steps", "token_accuracy": matches / max(len(gold), len(generated)) averaged over examples,
+        "exact": share of examples regenerated exactly}"""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    steps = min(steps, len(schedule))  # a small test profile may have fewer than `steps` diffusion steps
+    accuracy, exact = [], []
+    with ema_weights(model, ema):
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i:i + batch_size]).to(device)  # the gold ids at response positions are replaced
+            generated = sample(model, batch, schedule, steps, generator=generator)  # by noise before the first step
+            gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())
+            for gen, ref in zip(generated, gold):
+                ref = ref[:-1].tolist()  # without END
+                accuracy.append(sum(a == b for a, b in zip(gen, ref)) / max(len(gen), len(ref), 1))
+                exact.append(gen == ref)
+    n = len(accuracy)
+    return {"examples": n, "steps": steps, "token_accuracy": round(sum(accuracy) / max(n, 1), 4),
+            "exact": round(sum(exact) / max(n, 1), 4)}
 
 
 # --- inputs --------------------------------------------------------------------------------------------------------
@@ -393,7 +460,8 @@ def config_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int
     """What a checkpoint must match to be resumed: model and training settings (except the step count and the
     checkpoint / log cadence), the seed and the vocab."""
     keep = {k: v for k, v in asdict(train_cfg).items()
-            if k not in ("steps", "checkpoint_every_s", "checkpoint_every_steps", "log_every", "valid_examples")}
+            if k not in ("steps", "checkpoint_every_s", "checkpoint_every_steps", "log_every", "valid_examples",
+                         "valid_sample_examples", "valid_sample_steps")}
     vocab_json = json.dumps([vocab.wordpiece_size, vocab.tokens, vocab.out_ids])
     return {"model": model_cfg.to_dict(), "train": keep, "seed": seed,
             "vocab": hashlib.sha256(vocab_json.encode()).hexdigest()}
