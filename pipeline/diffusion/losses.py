@@ -5,10 +5,11 @@ With e = EMB(w^y) the response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps
 - mse:   ||y0 - f(x_t, t)||^2 for t >= 2 and ||e - f(x_1, 1)||^2 for t = 1 (the "embedding term"), t uniform in 1..K;
 - prior: ||sqrt(alpha_bar_T) y0||^2, the mean of q(x_T | y0) against the N(0, I) prior: the regulariser R(||x0||^2);
 - rounding (cfg.rounding): -log p(w^y | .) with the tied rounding head, scored on
-  "prediction": the model's x0 estimate f(x_t, t) (Difformer's anchor loss). The default: it trains the denoiser
-    to land on the right token at every t, and keeps the embeddings apart (the MSE alone would reward collapsing them);
-  "embedding": y0 (DiffuSeq's decoder NLL). With N(0, 1) 128-d embeddings the tied logits of y0 separate the gold
-    token by ~100 nats, so this term is ~0 and gives no gradient (measured: it logged 0.0000 for 1,500 steps);
+  "embedding" (the default): y0, DiffuSeq's decoder NLL, the authors' objective; it guards against the embeddings
+    collapsing (which the MSE alone would reward). With N(0, 1) 128-d embeddings the tied logits of y0 separate the
+    gold token by ~80 nats, so the term is ~0 and gives no gradient (it logged 0.0000 for 1,500 steps);
+  "prediction": the model's x0 estimate f(x_t, t) (Difformer's anchor loss): sharper one-shot predictions, but it
+    pulls f away from the MMSE estimate the reverse step needs, and sampling got worse (docs/diffusion.md);
   "none": Eq. 7 alone.
 Self-conditioning (cfg.self_condition, Chen et al. 2023): the denoiser also sees an earlier x0 estimate, which the
 sampler feeds from its previous step; training draws it from the model itself for half of the examples.
