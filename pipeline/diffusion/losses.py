@@ -50,9 +50,9 @@ def training_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: t
     cfg = core.cfg
     resp = batch.is_response  # [B, L]
     n = resp.sum().clamp(min=1)
+    draw_on = generator.device if generator is not None else "cpu"  # random draws happen on the generator's device
     if t is None:
-        t = torch.randint(1, len(schedule) + 1, (len(batch),), generator=generator,
-                          device=generator.device if generator is not None else "cpu").to(resp.device)
+        t = torch.randint(1, len(schedule) + 1, (len(batch),), generator=generator, device=draw_on).to(resp.device)
     e = core.embed(batch.ids)  # [B, L, E]
     sigma0 = float((1 - schedule.alpha_bar[1]).sqrt())
     y0 = torch.where(resp[..., None], e + sigma0 * randn_like(e, generator), e)  # [B, L, E]
@@ -63,8 +63,7 @@ def training_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: t
     if cfg.self_condition:
         # Half of the examples first get the model's own estimate (no gradient) as the self-conditioning input, as
         # the sampler will feed them; the other half get zeros, as its first step does.
-        use = torch.rand(len(batch), generator=generator, device=generator.device if generator is not None else "cpu")
-        use = (use < 0.5).to(resp.device)  # [B]
+        use = (torch.rand(len(batch), generator=generator, device=draw_on) < 0.5).to(resp.device)  # [B]
         x0_prev = torch.zeros_like(e)
         if use.any():
             with torch.no_grad():
