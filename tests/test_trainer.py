@@ -1,7 +1,6 @@
 """The training loop (seeded sharded data order, exact resume after a kill, identical DDP replicas under gloo) and the
 generation helpers of the sample stage."""
 import os
-import socket
 
 import pytest
 import torch
@@ -134,10 +133,11 @@ def test_saved_model_round_trips(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str, vocab: Vocab, examples: list) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _ddp_worker(rank: int, world: int, out_dir: str, vocab: Vocab, examples: list) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: no TCP port to pick, so no race with another process grabbing a "free" one.
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}", rank=rank,
+                            world_size=world)
     schedule = Schedule(CFG.T)
     torch.manual_seed(rank)  # different inits on purpose: DDP must start every replica from rank 0's weights
     model = DiffusEmpModel(CFG, vocab)
@@ -148,11 +148,8 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, vocab: Vocab, ex
 
 
 def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     vocab, examples, _ = tiny_setup()  # encoded here: the workers need not load the tokenizer
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), vocab, examples), nprocs=2)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path), vocab, examples), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     for part in ("model", "ema"):
         for k in r0[part]:
