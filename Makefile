@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup repro test
+.PHONY: setup repro test paper-gpu
 
 setup: $(STAMP)
 
@@ -23,3 +23,8 @@ repro: setup
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# Paper scale on one GPU for a fixed time (stages/paper_gpu.py); needs `dvc repro retrieve` first.
+MINUTES ?= 8
+paper-gpu: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m stages.paper_gpu --minutes $(MINUTES)

@@ -10,10 +10,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.labels import MECHANISM_NAMES, MECHANISMS
+from pipeline.labels import MECHANISM_NAMES, MECHANISMS, SIGNALS
 from pipeline.segment import word_sentence_index
-
-SIGNALS = ("cm", "it", "sf")  # coarse to fine
 
 
 def rows_for(table: pd.DataFrame, ids: pd.Series, name: str, stage: str) -> pd.DataFrame:

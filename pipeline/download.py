@@ -13,7 +13,9 @@ import tempfile
 import urllib.request
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pipeline.datasets import RawFile
 from pipeline.errors import PipelineError
@@ -23,6 +25,15 @@ from pipeline.progress import progress
 # `pinned`: a pinned file must match one of its digests (the default: real downloads are verified).
 # `record`: any content is accepted and its digest recorded (for a synthetic mirror, whose digests differ).
 VERIFY_MODES = ("pinned", "record")
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    """params.yaml `download`: sources tried in order (mirror folder, then each file's URL) and how files are checked."""
+
+    mirror: str
+    timeout_s: float
+    verify: Literal["pinned", "record"]
 
 
 def download_all(files: Sequence[RawFile], out_dir, mirror, timeout_s: float, verify: str = "pinned") -> dict:

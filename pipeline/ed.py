@@ -21,6 +21,13 @@ DROPPED = ("empty_response", "empty_context")
 
 
 @dataclass(frozen=True)
+class PrepareParams:
+    """params.yaml `prepare`: the largest fraction of an ED split's lines that may be malformed before it fails."""
+
+    max_malformed_frac: float
+
+
+@dataclass(frozen=True)
 class Utterance:
     conv_id: str
     idx: int  # ED utterance_idx: 1-based, the speaker (prompt writer) has the odd ones

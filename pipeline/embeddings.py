@@ -6,6 +6,7 @@ L2-normalised), row i of one belonging to row i of the other.
 """
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,14 @@ from pipeline.io import load_npy, read_table, save_npy, write_table
 from pipeline.models import ENCODER_DIM, sentence_encoder
 from pipeline.progress import log, progress
 from pipeline.schemas import EMBEDDING_TEXTS
+
+
+@dataclass(frozen=True)
+class EncodeParams:
+    """params.yaml `encode`: MiniLM batch size and the WordPiece length past which texts are truncated."""
+
+    batch_size: int
+    max_seq_length: int
 
 
 def context_text(context: Sequence[str]) -> str:

@@ -244,7 +244,7 @@ def share(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def frame_metrics(segments: Sequence[dict], analyses: Sequence[WordFrames], seconds: float, top: int = 30) -> dict:
+def frame_metrics(segments: Sequence[dict], analyses: Sequence[WordFrames], top: int = 30) -> dict:
     """Coverage and disambiguation figures of a tagged corpus (metrics/frames.json).
 
     content words: open-class POS (CONTENT_POS) that the rule layer did not turn into a special token.
@@ -272,6 +272,5 @@ def frame_metrics(segments: Sequence[dict], analyses: Sequence[WordFrames], seco
         "distinct_frames": len(counts),
         "ambiguous_words": n_ambiguous,
         "disambiguation_changed_first_candidate": share(n_changed, n_ambiguous),
-        "docs_per_s": round(len(analyses) / seconds, 1) if seconds > 0 else None,
         f"top_{top}_frames": dict(counts.most_common(top)),
     }

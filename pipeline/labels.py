@@ -14,6 +14,9 @@ INTENTS: tuple[str, ...] = (
     "questioning", "suggesting", "sympathizing", "wishing",
 )
 
+# The three control signals, coarse to fine: communication mechanism, intent, semantic frame.
+SIGNALS: tuple[str, ...] = ("cm", "it", "sf")
+
 # Communication mechanisms (EPITOME), in the paper's slot order for the CM control tokens.
 MECHANISMS: tuple[str, ...] = ("er", "ip", "ex")
 MECHANISM_NAMES: dict[str, str] = {"er": "EMOTIONAL_REACTION", "ip": "INTERPRETATION", "ex": "EXPLORATION"}

@@ -1,6 +1,7 @@
 """Static PNG renderings of the plots' CSV data, so they can be seen offline (`dvc plots show` draws images without
 the vega scripts it would otherwise load from a CDN)."""
 import itertools
+from pathlib import Path
 
 import matplotlib
 
@@ -34,8 +35,20 @@ def render_cm(points: pd.DataFrame, png) -> None:
     save(fig, png)
 
 
-# Columns of a curves table that are not on the loss scale (the training log's throughput and learning rate).
-OFF_SCALE = ("examples_per_s", "lr")
+# Columns of a curves table that are not on the loss scale (the training log's learning rate).
+OFF_SCALE = ("lr",)
+
+
+def read_step_metrics(folder) -> pd.DataFrame:
+    """DVCLive's step metrics (`<folder>/<name>.tsv`, columns step and <name>) joined on step -> one row per step."""
+    files = sorted(Path(folder).glob("*.tsv"))
+    if not files:
+        raise PipelineError(f"{folder} holds no DVCLive metric files (*.tsv): rebuild it with `dvc repro train_diffusion`")
+    table = None
+    for f in files:
+        part = pd.read_csv(f, sep="\t")[["step", f.stem]]
+        table = part if table is None else table.merge(part, on="step", how="outer")
+    return table.sort_values("step", ignore_index=True)
 
 
 def render_curves(table: pd.DataFrame, png, x: str = "step") -> None:
@@ -47,4 +60,21 @@ def render_curves(table: pd.DataFrame, png, x: str = "step") -> None:
         ax.plot(table[x], table[y], label=y)
     ax.set(xlabel=x)
     ax.legend()
+    save(fig, png)
+
+
+def render_sweep(table: pd.DataFrame, png) -> None:
+    """Quality against training minutes, one line per design: sampling accuracy (left) and fluency PPL (right).
+
+    table: plots/quality_vs_minutes.csv rows (design, minutes, cpu_minutes_est, sampling_accuracy, fluency_ppl, ...);
+    the x axis is the estimated CPU minutes where every row has one (a GPU sweep), else the measured minutes."""
+    x = "cpu_minutes_est" if table["cpu_minutes_est"].notna().all() else "minutes"
+    label = "estimated 2-core CPU training minutes" if x == "cpu_minutes_est" else "training minutes"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for design, rows in table.groupby("design", sort=False):
+        left.plot(rows[x], rows["sampling_accuracy"], marker="o", label=design)
+        right.plot(rows[x], rows["fluency_ppl"], marker="o", label=design)
+    left.set(xlabel=label, ylabel="held-out sampling token accuracy")
+    right.set(xlabel=label, ylabel="SmolLM2 fluency PPL (lower is better)", yscale="log")
+    left.legend(fontsize=8)
     save(fig, png)

@@ -6,33 +6,44 @@ files (taggers, frames, retrieval, ...) and a note on what differs from the pape
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
-from pipeline.metrics.relevance import BERTSCORE_LABEL, MISCORE_LABEL
+from pipeline.metrics.relevance import BERTSCORE_LABEL, FLUENCY_LABEL, MISCORE_LABEL
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+EXAMPLES = ("<!-- examples:begin -->", "<!-- examples:end -->")
+# Systems shown beside each example, in order, with their labels.
+EXAMPLE_ROWS = {"retrieval": "retrieved top-1 (its controls steer the others)", "diffusemp": "DiffusEmp",
+                "diffusemp_edit": "DiffusEmp, edit of the top-1", "diffusemp_oracle": "DiffusEmp from the gold controls",
+                "human": "gold"}
 
 # (header, key in a scores.json system entry, decimals); the order of the paper's Table 2.
 COLUMNS = [
-    ("BERTScore", "bertscore_f1_minilm", 4), ("MIScore", "miscore_smollm2", 2), ("ACC-CM", "acc_cm", 2),
+    ("BERTScore", "bertscore_f1_minilm", 4), ("MIScore", "miscore_smollm2", 2), ("Fluency", "fluency_ppl_smollm2", 2),
+    ("ACC-CM", "acc_cm", 2),
     ("ACC-IT", "acc_it", 2), ("F1-SF", "f1_sf", 2), ("D1", "dist_1", 2), ("D2", "dist_2", 2), ("D4", "dist_4", 2),
     ("sBL", "self_bleu_5", 2), ("AvgLen", "avg_len", 2),
 ]
 
-# Paper Table 2 (Bi et al. 2023), same column order: the strongest baselines and the rows we reproduce.
+# Paper Table 2 (Bi et al. 2023), same column order (the paper has no fluency column: None): the strongest baselines
+# and the rows we reproduce.
 PAPER_TABLE2 = {
-    "BART": (0.5977, 706.31, 60.39, 30.69, 18.98, 2.88, 14.12, 38.82, 2.79, 11.09),
-    "DiffuSeq": (0.5101, 715.95, 59.23, 28.58, 17.26, 1.79, 26.97, 88.17, 1.29, 10.30),
-    "DiffusEmp": (0.5205, 626.92, 92.36, 84.24, 52.79, 2.84, 29.25, 73.45, 1.09, 14.12),
-    "DiffusEmp (Oracle)": (0.7458, 615.13, 92.38, 83.66, 51.95, 2.84, 30.46, 89.35, 1.11, 14.01),
-    "Human": (1.0000, 507.97, 100.00, 100.00, 98.40, 19.49, 43.55, 49.02, 0.85, 13.04),
+    "BART": (0.5977, 706.31, None, 60.39, 30.69, 18.98, 2.88, 14.12, 38.82, 2.79, 11.09),
+    "DiffuSeq": (0.5101, 715.95, None, 59.23, 28.58, 17.26, 1.79, 26.97, 88.17, 1.29, 10.30),
+    "DiffusEmp": (0.5205, 626.92, None, 92.36, 84.24, 52.79, 2.84, 29.25, 73.45, 1.09, 14.12),
+    "DiffusEmp (Oracle)": (0.7458, 615.13, None, 92.38, 83.66, 51.95, 2.84, 30.46, 89.35, 1.11, 14.01),
+    "Human": (1.0000, 507.97, None, 100.00, 100.00, 98.40, 19.49, 43.55, 49.02, 0.85, 13.04),
 }
-OUR_ROWS = {"diffusemp": "DiffusEmp", "diffusemp_oracle": "DiffusEmp (Oracle)", "retrieval": "Retrieval top-1",
-            "human": "Human"}
+OUR_ROWS = {"diffusemp": "DiffusEmp", "diffusemp_oracle": "DiffusEmp (Oracle)",
+            "diffusemp_edit": "DiffusEmp edit of top-1", "retrieval": "Retrieval top-1", "human": "Human"}
 
 NOTE = f"""What differs from the paper, so compare trends, not absolute values:
 - {BERTSCORE_LABEL}.
 - {MISCORE_LABEL}: another language model, so another scale entirely.
+- {FLUENCY_LABEL}: lower is more fluent; read it as a ratio to the human row.
 - Controllability is measured with our own taggers (MiniLM-feature CM and intent classifiers, a FrameNet lexicon SF
   tagger), not EPITOME / EmpatheticIntents / open-SESAME; each output is checked against the controls it was given.
 - Dist-n, self-BLEU and AvgLen count lower-cased spaCy words; the CPU profile trains a smaller model and may score a
@@ -82,21 +93,41 @@ def results_section(scores: dict, others: dict[str, dict]) -> str:
     return "\n\n".join(parts)
 
 
-def replace_section(readme: str, section: str, path="README.md") -> str:
-    """`readme` with the text between the BEGIN and END marker lines replaced by `section`."""
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise PipelineError(f"{path} must hold one `{BEGIN}` line and, after it, one `{END}` line where the "
-                            "results go: add them")
-    head, rest = readme.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{section}\n{END}{tail}"
+def examples_section(outputs: pd.DataFrame, contexts: dict[str, list[str]], seed: int, n: int = 5) -> str:
+    """n scored examples picked by `seed` (not by hand): the context's last turns, then each system's output.
+
+    outputs: data/scores/per_example.parquet rows (system, example_id, text); contexts: example_id -> utterances."""
+    ids = sorted(set(outputs["example_id"]))
+    picked = sorted(np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False))
+    text = outputs.set_index(["system", "example_id"])["text"]
+    blocks = [f"Picked by `seed` among the {len(ids)} scored test examples (`dvc repro report` regenerates them)."]
+    for i in picked:
+        eid = ids[i]
+        turns = " / ".join(contexts[eid][-2:])
+        lines = [f"**{eid}**, context (last turns): {turns}"]
+        lines += [f"- {label}: {text.get((system, eid), 'n/a') or '(empty)'}" for system, label in EXAMPLE_ROWS.items()]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
-def update_readme(path, section: str) -> None:
-    """Rewrite the marked results section of the README at `path` in place."""
+def replace_section(readme: str, section: str, path="README.md", markers: tuple[str, str] = (BEGIN, END)) -> str:
+    """`readme` with the text between the two marker lines replaced by `section`."""
+    begin, end = markers
+    if readme.count(begin) != 1 or readme.count(end) != 1 or readme.index(begin) > readme.index(end):
+        raise PipelineError(f"{path} must hold one `{begin}` line and, after it, one `{end}` line where the "
+                            "generated text goes: add them")
+    head, rest = readme.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{section}\n{end}{tail}"
+
+
+def update_readme(path, sections: dict[tuple[str, str], str]) -> None:
+    """Rewrite the marked sections of the README at `path` in place: markers -> generated text."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path} not found: run stages from the repository root")
-    text = replace_section(path.read_text(), section, path)
+    text = path.read_text()
+    for markers, section in sections.items():
+        text = replace_section(text, section, path, markers)
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -4,24 +4,27 @@ For one context: embed it (MiniLM) and tag its emotion distribution, retrieve th
 take each candidate's control signals, optionally override them by hand (CM, intents, SF frames), and generate one
 response per control row with the diffusion model. Everything is loaded once (`Responder.load`) and reused per context.
 
-Input text: one dialogue per line, its turns (oldest first) separated by TURN_DELIMITER.
+Input text: one dialogue per line, its turns (oldest first) separated by TURN_DELIMITER (`read_contexts`).
 """
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from pipeline.diffusion.generate import generate
 from pipeline.diffusion.inputs import context_ids
-from pipeline.diffusion.trainer import load_model
+from pipeline.diffusion.checkpoint import load_model
+from pipeline.diffusion.config import SampleConfig
 from pipeline.embeddings import context_text, encode_texts
 from pipeline.errors import PipelineError
 from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_SPECIAL
 from pipeline.models import wordpiece_tokenizer
 from pipeline.progress import log
-from pipeline.retrieval import CONTROL_NAMES, Index, search
+from pipeline.retrieval import Index, search
+from pipeline.schemas import CONTROL_NAMES
 from pipeline.taggers import Tagger
 
 TURN_DELIMITER = "||"
@@ -45,6 +48,52 @@ def read_dialogues(lines: Iterable[str]) -> list[list[str]]:
     if not dialogues:
         raise PipelineError("no context given: pass it as an argument, with --file PATH, or on stdin (one per line)")
     return dialogues
+
+
+def line_numbers(numbers: list[int], shown: int = 10) -> str:
+    """[2, 4] -> "lines 2, 4": the first `shown` numbers, then how many in all."""
+    more = f", ... ({len(numbers)} lines)" if len(numbers) > shown else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers[:shown]))}{more}"
+
+
+def decode_lines(raw: Iterable[bytes]) -> list[str]:
+    """Raw input lines -> text. Never fails: invalid UTF-8 becomes U+FFFD and NUL bytes are dropped, each with one
+    `notice:` line on stderr naming the lines (1-based) it touched. Long lines are kept: retrieval and the model
+    truncate them (with their own notice)."""
+    lines, invalid, nul = [], [], []
+    for number, line in enumerate(raw, 1):
+        if b"\0" in line:
+            nul.append(number)
+            line = line.replace(b"\0", b"")
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            invalid.append(number)
+            lines.append(line.decode("utf-8", errors="replace"))
+    if invalid:
+        log(f"notice: invalid UTF-8 on {line_numbers(invalid)}, replaced by U+FFFD")
+    if nul:
+        log(f"notice: NUL bytes on {line_numbers(nul)}, removed")
+    return lines
+
+
+def read_contexts(context: str | None, file: str | None, stdin: BinaryIO) -> list[list[str]]:
+    """The dialogues to answer: `context` (one dialogue), else one per non-blank line of the text file `file`, else of
+    `stdin` (also for file "-"); lines are read as bytes and decoded by `decode_lines`. Raises PipelineError when no
+    dialogue is left, a line has no turn, or the file cannot be read."""
+    if context is not None and file is not None:
+        raise PipelineError("give the context either as an argument or with --file, not both")
+    if context is not None:  # argv's undecodable bytes arrive as lone surrogates: make them invalid UTF-8 again
+        raw = [context.encode("utf-8", errors="surrogatepass")]
+    elif file is None or file == "-":
+        raw = stdin.read().split(b"\n")
+    else:
+        try:
+            raw = Path(file).read_bytes().split(b"\n")
+        except OSError as err:
+            raise PipelineError(f"cannot read {file} ({err.strerror}): give a text file with one dialogue per line") \
+                from None
+    return read_dialogues(decode_lines(raw))
 
 
 def unknown_label(kind: str, value: str, valid: Sequence[str]) -> PipelineError:
@@ -114,9 +163,10 @@ class Overrides:
         return row
 
 
-def diffusion_generator(model_dir, steps: int | None, clamp: bool, seed: int) -> Generate:
+def diffusion_generator(model_dir, sampling: SampleConfig, seed: int, strength: float = 1.0) -> Generate:
     """Load the trained model of stage `train_diffusion` once and return the one generation call: (context, control
-    rows) -> responses, sampled with `steps` respaced reverse steps (None = all T)."""
+    rows) -> responses, sampled with the `sampling` settings; strength < 1 starts from each row's own response (the
+    candidate's: retrieve-and-edit)."""
     model, vocab = load_model(model_dir)
     max_context = model.cfg.max_context
 
@@ -125,7 +175,7 @@ def diffusion_generator(model_dir, steps: int | None, clamp: bool, seed: int) ->
         if n > max_context:
             log(f"notice: the context has {n} WordPieces; the model reads only the newest {max_context}")
         rows = [{**row, "context": list(context)} for row in rows]
-        return generate(model, vocab, rows, steps, clamp, batch_size=len(rows), seed=seed)
+        return generate(model, vocab, rows, sampling, seed, strength)
 
     return generate_for
 
@@ -139,9 +189,10 @@ class Responder:
     generate: Generate
 
     @classmethod
-    def load(cls, index_dir, taggers_dir, model_dir, steps: int | None, clamp: bool, seed: int) -> "Responder":
+    def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int,
+             strength: float = 1.0) -> "Responder":
         return cls(Index.load(index_dir), Tagger.load(Path(taggers_dir) / "emotion"),
-                   diffusion_generator(model_dir, steps, clamp, seed))
+                   diffusion_generator(model_dir, sampling, seed, strength))
 
     def known_frames(self) -> list[str]:
         """SF tokens of the training responses: the ones the model has learned (pipeline.diffusion.vocab)."""

@@ -8,7 +8,7 @@ and the responses of the top-k pool contexts supply the control signals. Search 
 queries against the whole pool (40k x 384 fits in memory), top-k with ties broken towards the lower pool row, and never a
 candidate from the query's own conversation.
 """
-from collections import Counter
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +17,17 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.io import load_npy, read_frame, save_npy, write_frame
-from pipeline.labels import EMOTIONS, MECHANISMS, SF_NULL
-from pipeline.schemas import CANDIDATES, CONTROL_FIELDS, CONTROLS
+from pipeline.labels import EMOTIONS, MECHANISMS
+from pipeline.metrics.control import f1, sf_overlap
+from pipeline.schemas import CANDIDATES, CONTROL_NAMES, CONTROLS
 
-CONTROL_NAMES = [name for name, _ in CONTROL_FIELDS]
+
+@dataclass(frozen=True)
+class RetrieveParams:
+    """params.yaml `retrieve`: candidates per query, and queries per matrix product against the pool."""
+
+    k: int
+    chunk: int
 
 
 def l2_normalise(x: np.ndarray, what: str) -> np.ndarray:
@@ -156,20 +163,13 @@ def oracle_frame(queries: pd.DataFrame) -> pd.DataFrame:
     })[CANDIDATES.names]
 
 
-def sf_f1(gold, pred) -> float:
-    """Multiset F1 between two SF token lists, ignoring the null token. Both without frames agree (1.0)."""
-    g = Counter(t for t in gold if t != SF_NULL)
-    p = Counter(t for t in pred if t != SF_NULL)
-    total = sum(g.values()) + sum(p.values())
-    return 1.0 if total == 0 else 2 * sum((g & p).values()) / total
-
-
 def agreement(gold: pd.DataFrame, cand: pd.DataFrame) -> dict[str, float]:
     """How well one candidate per query matches the query's gold signals; `gold` and `cand` are aligned CONTROLS rows.
 
     emotion_match: share of candidates whose conversation has the query's gold emotion label; cm_<m>: share agreeing on
     mechanism m; intent_first: share with the same first-sentence intent (queries whose response has a sentence);
-    sf_f1: mean multiset F1 of the non-null SF tokens (the ceiling retrieved control puts on SF controllability).
+    sf_f1: mean per-query multiset F1 of the non-null SF tokens (pipeline.metrics.control, as a fraction; queries where
+    neither side has a frame are left out), the ceiling retrieved control puts on SF controllability.
     """
     gold, cand = gold.reset_index(drop=True), cand.reset_index(drop=True)
     out = {"emotion_match": float(np.mean(gold["emotion"].to_numpy() == cand["emotion"].to_numpy()))}
@@ -177,7 +177,9 @@ def agreement(gold: pd.DataFrame, cand: pd.DataFrame) -> dict[str, float]:
         out[f"cm_{m}"] = float(np.mean(gold[f"cm_{m}"].to_numpy() == cand[f"cm_{m}"].to_numpy()))
     first = [(g[0], c[0] if len(c) else None) for g, c in zip(gold["intents"], cand["intents"]) if len(g)]
     out["intent_first"] = float(np.mean([g == c for g, c in first])) if first else float("nan")
-    out["sf_f1"] = float(np.mean([sf_f1(g, c) for g, c in zip(gold["sf"], cand["sf"])]))
+    sf = [f1(*sf_overlap(c, g)) / 100 for g, c in zip(gold["sf"], cand["sf"])]
+    sf = [x for x in sf if not math.isnan(x)]
+    out["sf_f1"] = float(np.mean(sf)) if sf else float("nan")
     return out
 
 

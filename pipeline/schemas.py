@@ -50,6 +50,7 @@ CONTROL_FIELDS = [
     ("subword_ids", _i32s),  # BERT-uncased WordPiece ids of the words, in order
     ("subword_word", _i32s),  # word index of each subword
 ]
+CONTROL_NAMES = [name for name, _ in CONTROL_FIELDS]
 
 # data/signals/tags.parquet: CM, IT and emotion tags of every dialogues row.
 TAGS = pa.schema([

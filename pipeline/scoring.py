@@ -4,7 +4,9 @@ Systems (one output per example) and the controls each is checked against:
 - human: the gold response, against the gold controls (controls.parquet);
 - retrieval: the top-1 retrieved candidate response, against its own controls (candidates.parquet rank 0);
 - diffusemp: generated from the top-1 candidate's controls (samples/retrieved.parquet rank 0), against them;
-- diffusemp_oracle: generated from the gold controls (samples/oracle.parquet rank 0), against them (oracle.parquet).
+- diffusemp_oracle: generated from the gold controls (samples/oracle.parquet rank 0), against them (oracle.parquet);
+- diffusemp_edit: generated from the top-1 candidate's controls starting from its response (samples/edit.parquet
+  rank 0), against the candidate's controls.
 The human and retrieval rows re-tag texts whose controls were tagged by the same taggers, so their ACC/F1 should be
 100: anything less measures how far re-tagging at scoring time drifts from the stored tags.
 """
@@ -19,15 +21,23 @@ from pipeline.errors import PipelineError
 from pipeline.labels import MECHANISMS
 from pipeline.metrics.control import cm_accuracy, cm_matches, f1, intent_matches, ratio, sf_overlap
 from pipeline.metrics.diversity import avg_len, distinct_n
-from pipeline.metrics.relevance import miscore
-from pipeline.metrics.selfbleu import self_bleu
+from pipeline.metrics.relevance import fluency_ppl, miscore
+from pipeline.metrics.selfbleu import pair_bleu, self_bleu
 from pipeline.progress import log
-from pipeline.schemas import CONTROL_FIELDS
+from pipeline.schemas import CONTROL_NAMES
 
-SYSTEMS = ("human", "retrieval", "diffusemp", "diffusemp_oracle")
+SYSTEMS = ("human", "retrieval", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
 CM = [f"cm_{m}" for m in MECHANISMS]
 P_CM = [f"p_{m}" for m in MECHANISMS]
-CONTROL_NAMES = [name for name, _ in CONTROL_FIELDS]
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """params.yaml `score`: batch sizes of the BERTScore and SmolLM2 scorers, and MIScore's token budget."""
+
+    bertscore_batch_size: int
+    miscore_batch_size: int
+    miscore_max_tokens: int
 
 
 @dataclass
@@ -38,13 +48,15 @@ class Scorers:
     tag: (contexts, responses, segments) -> TAGS columns but example_id (`pipeline.tagging.Taggers.tag`);
     frames: (segments, responses) -> one SF token per word (`pipeline.frames.FrameTagger.tag`);
     bertscore: (candidates, references) -> F1 [N]; mi_nll: (contexts, responses) -> mean context NLL [N]
-    (`pipeline.metrics.relevance.MIScorer.nll`).
+    (`pipeline.metrics.relevance.MIScorer.nll`); fluency_nll: responses -> mean NLL of each text alone [N], NaN for
+    an empty one (`pipeline.metrics.relevance.FluencyScorer.nll`).
     """
     segment: Callable[[list[str]], list[dict]]
     tag: Callable[[list[list[str]], list[str], list[dict]], pd.DataFrame]
     frames: Callable[[list[dict], list[str]], list[list[str]]]
     bertscore: Callable[[list[str], list[str]], np.ndarray]
     mi_nll: Callable[[list[list[str]], list[str]], np.ndarray]
+    fluency_nll: Callable[[list[str]], np.ndarray]
 
 
 def top1(table: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
@@ -58,8 +70,8 @@ def top1(table: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
 
 
 def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates: pd.DataFrame,
-                     oracle: pd.DataFrame, retrieved_samples: pd.DataFrame,
-                     oracle_samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+                     oracle: pd.DataFrame, retrieved_samples: pd.DataFrame, oracle_samples: pd.DataFrame,
+                     edit_samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """One DataFrame per system, rows aligned on the examples that were sampled (rank 0 of samples/retrieved).
 
     Columns: example_id, context (list[str]), reference (gold response), text (the system's output) and the
@@ -79,6 +91,7 @@ def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates
         "retrieval": (cand["cand_response"], cand),
         "diffusemp": (top1(retrieved_samples, ids, "samples/retrieved.parquet")["text"], cand),
         "diffusemp_oracle": (top1(oracle_samples, ids, "samples/oracle.parquet")["text"], orac),
+        "diffusemp_edit": (top1(edit_samples, ids, "samples/edit.parquet")["text"], cand),
     }
     base = pd.DataFrame({"example_id": ids, "context": gold["context"], "reference": gold["response"]})
     return {name: base.assign(text=list(texts), **{c: list(ctrl[c]) for c in CONTROL_NAMES})
@@ -88,7 +101,8 @@ def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates
 def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame, dict]:
     """Score one system's outputs (an `assemble_systems` frame) -> (SCORES rows without `system`, summary metrics).
 
-    Summary keys: bertscore_f1_minilm (0-1), miscore_smollm2, acc_cm (+ _er/_ip/_ex), acc_it, f1_sf, dist_1/2/4,
+    Summary keys: bertscore_f1_minilm (0-1), miscore_smollm2, fluency_ppl_smollm2, empty_outputs, bleu4_to_source
+    (x 100: against the response the controls came from; the candidate for retrieval-controlled systems), acc_cm (+ _er/_ip/_ex), acc_it, f1_sf, dist_1/2/4,
     self_bleu_5 (all x 100), avg_len (tokens), p_er/p_ip/p_ex (mean tagger probabilities, Figure 4).
     """
     texts, contexts = list(outputs["text"]), [list(c) for c in outputs["context"]]
@@ -116,6 +130,10 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
     summary = {
         "bertscore_f1_minilm": mean(per["bertscore_f1"]),
         "miscore_smollm2": miscore(nll),
+        "fluency_ppl_smollm2": fluency_ppl(scorers.fluency_nll([t.lower() for t in texts])),  # the model is uncased
+        "empty_outputs": sum(not t.strip() for t in texts),
+        "bleu4_to_source": 100.0 * mean([pair_bleu(t, [w.lower() for w in src])
+                                         for t, src in zip(tokens, outputs["words"])]),
         "acc_cm": acc["mean"], **{f"acc_cm_{m}": acc[m] for m in MECHANISMS},
         "acc_it": ratio(it[:, 0].sum(), it[:, 1].sum()),
         "f1_sf": f1(*sfo.sum(0)),

@@ -3,9 +3,17 @@
 Words are spaCy tokens (whitespace dropped); a word's WordPiece subwords all belong to it (`wordpiece_align`).
 """
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pipeline.models import spacy_nlp, wordpiece_tokenizer
 from pipeline.progress import progress
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """params.yaml `segment`: spaCy batch size."""
+
+    batch_size: int
 
 
 def segment_texts(texts: Iterable[str], batch_size: int = 256, total: int | None = None) -> list[dict]:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import joblib
 import numpy as np
@@ -26,6 +27,16 @@ from pipeline.labels import EMOTIONS, INTENTS
 from pipeline.models import ENCODER_NAME
 from pipeline.progress import log
 from pipeline.tagger_data import CM_LABELS
+
+
+@dataclass(frozen=True)
+class TaggerParams:
+    """params.yaml `train_taggers`: the C grid of the logistic-regression head, its iterations and class weighting."""
+
+    C: list[float]
+    max_iter: int
+    class_weight: Literal["balanced", None]
+    finetune: bool
 
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> float32 [n, 384]
 
@@ -126,7 +137,7 @@ def embed_splits(inputs: str, splits: dict[str, pd.DataFrame], embed: Embed) -> 
             for s, df in splits.items()}
 
 
-def train_tagger(name: str, splits: dict[str, pd.DataFrame], embed: Embed, cfg: dict, encoder: dict,
+def train_tagger(name: str, splits: dict[str, pd.DataFrame], embed: Embed, cfg: TaggerParams, encoder: dict,
                  seed: int) -> tuple[Tagger, dict]:
     """Fit tagger `name` on splits["train"], pick C on splits["valid"] macro-F1, score valid and test.
 
@@ -134,23 +145,23 @@ def train_tagger(name: str, splits: dict[str, pd.DataFrame], embed: Embed, cfg: 
     class_weight, finetune); encoder: identity and settings of the encoder behind `embed`.
     Returns the tagger and its metrics (chosen C, accuracy and macro-F1 in percent per held-out split).
     """
-    if cfg["finetune"]:
+    if cfg.finetune:
         raise PipelineError("train_taggers.finetune: end-to-end fine-tuning of the encoder is not implemented yet; "
                             "set it to false in params.yaml")
     spec = TAGGERS[name]
     X = embed_splits(spec.inputs, splits, embed)
     y = {s: df["label"].to_numpy() for s, df in splits.items()}
     best = None
-    for C in cfg["C"]:
-        head = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=cfg["max_iter"],
-                                                                  class_weight=cfg["class_weight"], random_state=seed))
+    for C in cfg.C:
+        head = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=cfg.max_iter,
+                                                                  class_weight=cfg.class_weight, random_state=seed))
         head.fit(X["train"], y["train"])
         valid = scores(y["valid"], head.predict(X["valid"]))
         log(f"[{name}] C={C}: valid accuracy {valid['accuracy']}, macro-F1 {valid['macro_f1']}")
         if best is None or valid["macro_f1"] > best[0]["macro_f1"]:
             best = (valid, C, head)
     valid, C, head = best
-    hparams = {"C": C, "class_weight": cfg["class_weight"], "max_iter": cfg["max_iter"]}
+    hparams = {"C": C, "class_weight": cfg.class_weight, "max_iter": cfg.max_iter}
     tagger = Tagger(name, head, encoder, hparams)
     metrics = {"tagger": name, **hparams, "n_train": int(len(y["train"])), "valid": valid,
                "test": scores(y["test"], head.predict(X["test"]))}

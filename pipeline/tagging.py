@@ -5,6 +5,7 @@ generated responses with the encoder itself.
 """
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,13 @@ from pipeline.labels import INTENTS, MECHANISMS
 from pipeline.schemas import TAGS
 from pipeline.taggers import TAGGERS, Embed, Tagger
 from pipeline.tagger_data import CM_LABELS
+
+
+@dataclass(frozen=True)
+class TagParams:
+    """params.yaml `tag`: a mechanism is present when its tagger's P(present) exceeds cm_threshold."""
+
+    cm_threshold: float
 
 
 class Taggers:

@@ -1,13 +1,16 @@
 """Stage bench: throughput of the trained model's configuration on this machine -> metrics/bench.json (training
-examples/s and GFLOP/s next to the matmul peak, sampling responses/s at T and at the respaced default, peak memory)."""
+examples/s and GFLOP/s next to the matmul peak, sampling responses/s with the most steps and with the default, peak
+memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
 import torch
 import typer
 
 from pipeline.cli import guard
-from pipeline.diffusion.bench import run_bench
-from pipeline.diffusion.trainer import encode_rows, load_model
+from pipeline.diffusion.bench import BenchParams, run_bench
+from pipeline.diffusion.checkpoint import load_model
+from pipeline.diffusion.config import SampleConfig, TrainConfig
+from pipeline.diffusion.inputs import encode_rows
 from pipeline.io import read_frame, write_json
-from pipeline.params import load_params, section
+from pipeline.params import load_params, section, value
 from pipeline.schemas import CONTROLS
 from pipeline.seeding import seed_everything
 
@@ -19,17 +22,18 @@ app = typer.Typer(add_completion=False)
 def main(controls: str = "data/signals/controls.parquet", model: str = "models/diffusion",
          out: str = "metrics/bench.json", params: str = "params.yaml") -> None:
     p = load_params(params)
-    cfg, batch_size = section(p, "bench"), section(p, "train")["batch_size"]
-    sample_cfg = section(p, "sample")
-    seed_everything(p["seed"])
+    cfg, seed = section(p, "bench", BenchParams), value(p, "seed", int)
+    batch_size = TrainConfig.from_dict(p.get("train") or {}).batch_size
+    sample_cfg = section(p, "sample", SampleConfig)
+    seed_everything(seed)
     net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
 
     # Real inputs: a training batch of the configured size (gold responses) and a small sampling batch of test rows.
     df = read_frame(controls, CONTROLS, stage="controls")
-    train_rows = df[df["split"] == "train"].sample(n=batch_size, random_state=p["seed"]).to_dict("records")
-    test_rows = df[df["split"] == "test"].sample(n=cfg["sample_batch"], random_state=p["seed"]).to_dict("records")
+    train_rows = df[df["split"] == "train"].sample(n=batch_size, random_state=seed).to_dict("records")
+    test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
     figures = run_bench(net, encode_rows(train_rows, vocab, net.cfg), encode_rows(test_rows, vocab, net.cfg, False),
-                        cfg["train_steps"], sample_cfg["steps"], sample_cfg["clamp"])
+                        cfg.train_steps, sample_cfg)
     write_json(out, figures)
 
 

@@ -4,7 +4,7 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.datasets import ED_SPLITS
-from pipeline.ed import read_release, wordpiece_length_stats
+from pipeline.ed import PrepareParams, read_release, wordpiece_length_stats
 from pipeline.io import write_json, write_table
 from pipeline.models import wordpiece_tokenizer
 from pipeline.params import load_params, section
@@ -18,8 +18,8 @@ app = typer.Typer(add_completion=False)
 @guard
 def main(ed_dir: str = "data/raw/ed", out: str = "data/prepared/dialogues.parquet", metrics: str = "metrics/data.json",
          params: str = "params.yaml") -> None:
-    cfg = section(load_params(params), "prepare")
-    rows, reports = read_release(ed_dir, ED_SPLITS, cfg["max_malformed_frac"])
+    cfg = section(load_params(params), "prepare", PrepareParams)
+    rows, reports = read_release(ed_dir, ED_SPLITS, cfg.max_malformed_frac)
     write_table(out, pa.Table.from_pylist(rows), DIALOGUES)
     lengths = wordpiece_length_stats(rows, wordpiece_tokenizer())
     write_json(metrics, {split: {**reports[split], **lengths[split]} for split in ED_SPLITS})

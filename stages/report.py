@@ -1,4 +1,5 @@
-"""Stage report: the README results table from metrics/*.json and static PNGs of the plots (offline viewing)."""
+"""Stage report: the README results table from metrics/*.json, five generated examples picked by seed, and static PNGs
+of the plots (offline viewing)."""
 from pathlib import Path
 
 import pandas as pd
@@ -6,9 +7,11 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.errors import missing_artifact
-from pipeline.io import read_json
-from pipeline.plots import render_cm, render_curves
-from pipeline.report import results_section, update_readme
+from pipeline.io import read_frame, read_json
+from pipeline.params import load_params, value
+from pipeline.plots import read_step_metrics, render_cm, render_curves
+from pipeline.report import BEGIN, END, EXAMPLES, examples_section, results_section, update_readme
+from pipeline.schemas import DIALOGUES, SCORES
 
 app = typer.Typer(add_completion=False)
 
@@ -18,15 +21,20 @@ app = typer.Typer(add_completion=False)
 def main(scores: str = "metrics/scores.json",
          metrics: list[str] = typer.Option(["metrics/taggers.json", "metrics/frames.json", "metrics/retrieval.json"]),
          cm_data: str = "plots/cm.csv", cm_png: str = "plots/cm.png",
-         loss_data: str = "plots/train_loss.csv", loss_png: str = "plots/train_loss.png",
-         readme: str = "README.md") -> None:
+         loss_data: str = "dvclive/train_diffusion/plots/metrics", loss_png: str = "plots/train_loss.png",
+         per_example: str = "data/scores/per_example.parquet", dialogues: str = "data/prepared/dialogues.parquet",
+         readme: str = "README.md", params: str = "params.yaml") -> None:
     others = {Path(m).name: read_json(m) for m in metrics}
-    update_readme(readme, results_section(read_json(scores, stage="score"), others))
-    for data, png, render, stage in ((cm_data, cm_png, render_cm, "score"),
-                                     (loss_data, loss_png, render_curves, "train_diffusion")):
+    outputs = read_frame(per_example, SCORES, stage="score")
+    dialogue = read_frame(dialogues, DIALOGUES, stage="prepare")
+    contexts = dict(zip(dialogue["example_id"], (list(c) for c in dialogue["context"])))
+    update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others),
+                           EXAMPLES: examples_section(outputs, contexts, value(load_params(params), "seed", int))})
+    for data, png, render, read, stage in ((cm_data, cm_png, render_cm, pd.read_csv, "score"),
+                                           (loss_data, loss_png, render_curves, read_step_metrics, "train_diffusion")):
         if not Path(data).exists():
             raise missing_artifact(data, stage)
-        render(pd.read_csv(data), png)
+        render(read(data), png)
 
 
 if __name__ == "__main__":

@@ -7,30 +7,19 @@
 import json
 import sys
 import time
-from pathlib import Path
 
 import typer
 
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.errors import PipelineError
-from pipeline.params import load_params, section
+from pipeline.diffusion.config import SampleConfig
+from pipeline.params import load_params, section, value
 from pipeline.progress import log
-from pipeline.respond import Overrides, Responder, read_dialogues
+from pipeline.respond import Overrides, Responder, read_contexts
+from pipeline.retrieval import RetrieveParams
 
 app = typer.Typer(add_completion=False)
-
-
-def read_lines(context: str | None, file: str | None) -> list[str]:
-    if context is not None and file is not None:
-        raise PipelineError("give the context either as an argument or with --file, not both")
-    if context is not None:
-        return [context]
-    if file is None or file == "-":
-        return sys.stdin.read().splitlines()
-    if not Path(file).exists():
-        raise PipelineError(f"{file} not found: give a text file with one dialogue per line")
-    return Path(file).read_text().splitlines()
 
 
 def show(turns: list[str], results: list[dict]) -> str:
@@ -63,19 +52,37 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          intent: str = typer.Option(None, help="Intent(s) per sentence, comma-separated; the last one repeats."),
          frames: str = typer.Option(None, help="SF tokens, comma-separated: one word each of a new one-sentence response."),
          json_lines: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+         init: str = typer.Option("noise", help="noise | candidate: start from noise, or edit each candidate's own "
+                                                "response (retrieve-and-edit)."),
+         strength: float = typer.Option(None, help="With --init candidate: how much to change, in (0, 1] "
+                                                   "(default: sample.edit_strength)."),
+         samples: int = typer.Option(None, help="Draws per response, reranked (default: sample.num_samples)."),
+         rerank: str = typer.Option(None, help="none | mbr: which draw to keep (default: sample.rerank)."),
          index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
          params: str = "params.yaml") -> None:
     p = load_params(params)
-    sampling = section(p, "sample")
-    k = section(p, "retrieve")["k"] if k is None else k
+    sampling = section(p, "sample", SampleConfig)
+    sampling = SampleConfig(**{**sampling.__dict__, **({"num_samples": samples} if samples is not None else {}),
+                               **({"rerank": rerank} if rerank is not None else {})})
+    if sampling.rerank not in ("none", "mbr"):
+        raise PipelineError(f"--rerank {sampling.rerank}: use none or mbr")
+    if init not in ("noise", "candidate"):
+        raise PipelineError(f"--init {init}: use noise or candidate")
+    if init == "candidate" and frames:
+        raise PipelineError("--init candidate edits the candidate's own words: it cannot be combined with --frames")
+    edit = sampling.edit_strength if strength is None else strength
+    if not 0 < edit <= 1:
+        raise PipelineError(f"--strength {edit}: give a value in (0, 1]")
+    k = section(p, "retrieve", RetrieveParams).k if k is None else k
     if k < 1:
         raise PipelineError(f"--k {k}: ask for at least one response")
-    dialogues = read_dialogues(read_lines(context, file))
-    responder = Responder.load(index, taggers, model, steps=sampling["steps"], clamp=sampling["clamp"], seed=p["seed"])
+    dialogues = read_contexts(context, file, sys.stdin.buffer)
+    seed, gamma = value(p, "seed", int), float(value(p, "gamma", float))
+    responder = Responder.load(index, taggers, model, sampling, seed, strength=edit if init == "candidate" else 1.0)
     overrides = Overrides.parse(cm, intent, frames, responder.known_frames())
     for turns in dialogues:
         start = time.perf_counter()
-        results = responder.respond(turns, k, float(p["gamma"]), overrides)
+        results = responder.respond(turns, k, gamma, overrides)
         log(f"[respond] {len(results)} responses in {time.perf_counter() - start:.2f}s")
         if json_lines:
             for res in results:

@@ -1,5 +1,5 @@
-"""Stage score: every Table 2 metric for human / retrieval / diffusemp / diffusemp_oracle on the sampled examples
--> metrics/scores.json (one entry per system), data/scores/per_example.parquet, plots/cm.csv (Figure 4 data)."""
+"""Stage score: every Table 2 metric for human / retrieval / diffusemp / diffusemp_oracle / diffusemp_edit on the
+sampled examples -> metrics/scores.json (one entry per system), data/scores/per_example.parquet, plots/cm.csv (Figure 4 data)."""
 import functools
 
 import typer
@@ -7,12 +7,12 @@ import typer
 from pipeline.cli import guard
 from pipeline.frames import FrameTagger
 from pipeline.io import atomic_path, read_frame, write_frame, write_json
-from pipeline.metrics.relevance import BertScore, MIScorer
+from pipeline.metrics.relevance import BertScore, FluencyScorer, MIScorer
 from pipeline.params import load_params, section
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES, SAMPLES, SCORES
-from pipeline.scoring import Scorers, assemble_systems, cm_points, json_safe, score_systems
+from pipeline.scoring import ScoreParams, Scorers, assemble_systems, cm_points, json_safe, score_systems
 from pipeline.segment import segment_texts
-from pipeline.tagging import Taggers
+from pipeline.tagging import TagParams, Taggers
 
 app = typer.Typer(add_completion=False)
 
@@ -22,22 +22,25 @@ app = typer.Typer(add_completion=False)
 def main(dialogues: str = "data/prepared/dialogues.parquet", controls: str = "data/signals/controls.parquet",
          candidates: str = "data/retrieval/candidates.parquet", oracle: str = "data/retrieval/oracle.parquet",
          retrieved_samples: str = "data/samples/retrieved.parquet", oracle_samples: str = "data/samples/oracle.parquet",
+         edit_samples: str = "data/samples/edit.parquet",
          taggers: str = "models/taggers", framenet: str = "data/raw/framenet", frames_model: str = "models/frames",
          per_example: str = "data/scores/per_example.parquet", metrics: str = "metrics/scores.json",
          cm_plot: str = "plots/cm.csv", params: str = "params.yaml") -> None:
     all_params = load_params(params)
-    cfg = section(all_params, "score")
+    cfg = section(all_params, "score", ScoreParams)
     systems = assemble_systems(
         read_frame(dialogues, DIALOGUES, stage="prepare"), read_frame(controls, CONTROLS, stage="controls"),
         read_frame(candidates, CANDIDATES, stage="retrieve"), read_frame(oracle, CANDIDATES, stage="retrieve"),
         read_frame(retrieved_samples, SAMPLES, stage="sample@retrieved"),
-        read_frame(oracle_samples, SAMPLES, stage="sample@oracle"))
-    mi = MIScorer.load(max_tokens=cfg["miscore_max_tokens"], batch_size=cfg["miscore_batch_size"])
+        read_frame(oracle_samples, SAMPLES, stage="sample@oracle"), read_frame(edit_samples, SAMPLES, stage="sample@edit"))
+    mi = MIScorer.load(max_tokens=cfg.miscore_max_tokens, batch_size=cfg.miscore_batch_size)
+    fluency = FluencyScorer(mi.model, mi.tokenizer, batch_size=cfg.miscore_batch_size)  # the same SmolLM2
     # The tag stage's CM threshold, so that re-tagging the human responses reproduces their stored controls.
-    threshold = section(all_params, "tag")["cm_threshold"]
+    threshold = section(all_params, "tag", TagParams).cm_threshold
     tag = functools.partial(Taggers.load(taggers).tag, cm_threshold=threshold)
     scorers = Scorers(segment=segment_texts, tag=tag, frames=FrameTagger.load(framenet, frames_model).tag,
-                      bertscore=BertScore(batch_size=cfg["bertscore_batch_size"]), mi_nll=mi.nll)
+                      bertscore=BertScore(batch_size=cfg.bertscore_batch_size), mi_nll=mi.nll,
+                      fluency_nll=fluency.nll)
     table, scores = score_systems(systems, scorers)
     write_frame(per_example, table, SCORES)
     write_json(metrics, json_safe(scores))

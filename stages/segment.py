@@ -6,7 +6,7 @@ from pipeline.cli import guard
 from pipeline.io import read_frame, write_table
 from pipeline.params import load_params, section
 from pipeline.schemas import DIALOGUES, SEGMENTS
-from pipeline.segment import segment_texts
+from pipeline.segment import SegmentParams, segment_texts
 
 app = typer.Typer(add_completion=False)
 
@@ -15,9 +15,9 @@ app = typer.Typer(add_completion=False)
 @guard
 def main(dialogues: str = "data/prepared/dialogues.parquet", out: str = "data/prepared/segments.parquet",
          params: str = "params.yaml") -> None:
-    cfg = section(load_params(params), "segment")
+    cfg = section(load_params(params), "segment", SegmentParams)
     df = read_frame(dialogues, DIALOGUES, stage="prepare")
-    rows = segment_texts(df["response"], batch_size=cfg["batch_size"], total=len(df))
+    rows = segment_texts(df["response"], batch_size=cfg.batch_size, total=len(df))
     table = pa.Table.from_pylist([{"example_id": eid, **row} for eid, row in zip(df["example_id"], rows)])
     write_table(out, table, SEGMENTS)
 

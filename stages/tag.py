@@ -11,7 +11,7 @@ from pipeline.params import load_params, section
 from pipeline.progress import log
 from pipeline.schemas import DIALOGUES, SEGMENTS, TAGS
 from pipeline.taggers import TAGGERS
-from pipeline.tagging import Taggers, ei_peer_check
+from pipeline.tagging import TagParams, Taggers, ei_peer_check
 
 app = typer.Typer(add_completion=False)
 
@@ -22,14 +22,14 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", segments: str = "da
          embeddings: str = "data/embeddings", models: str = "models/taggers",
          ei_annotated: str = "data/raw/intents/empatheticdialogues_annotated",
          out: str = "data/signals/tags.parquet", metrics: str = "metrics/taggers.json", params: str = "params.yaml") -> None:
-    cfg = section(load_params(params), "tag")
+    cfg = section(load_params(params), "tag", TagParams)
     start = time.monotonic()
     df = read_frame(dialogues, DIALOGUES, stage="prepare")
     seg = align_segments(df, read_frame(segments, SEGMENTS, stage="segment"))
     taggers = Taggers.load(models)
     store = EmbeddingStore(embeddings)
     tags = taggers.tag(df["context"], df["response"], seg.to_dict("records"), embed=store.lookup,
-                       cm_threshold=cfg["cm_threshold"])
+                       cm_threshold=cfg.cm_threshold)
     tags.insert(0, "example_id", df["example_id"].to_numpy())
     write_frame(out, tags, TAGS)
 

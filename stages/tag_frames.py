@@ -1,12 +1,13 @@
 """Stage tag_frames: one SF token per word of every ED response (FrameNet 1.7 lexicon + MiniLM disambiguation)
--> data/signals/frames.parquet (with the WordPiece alignment), models/frames/ (definition vectors), metrics/frames.json."""
+-> data/signals/frames.parquet (with the WordPiece alignment), models/frames/ (definition vectors), metrics/frames.json,
+and its speed to metrics/timings/tag_frames.json (kept out of the metrics that `dvc metrics diff` compares)."""
 import time
 
 import pandas as pd
 import typer
 
 from pipeline.cli import guard
-from pipeline.embeddings import EmbeddingStore
+from pipeline.embeddings import EmbeddingStore, EncodeParams
 from pipeline.errors import PipelineError
 from pipeline.frames import FrameTagger, frame_metrics
 from pipeline.io import read_frame, write_frame, write_json
@@ -23,15 +24,15 @@ app = typer.Typer(add_completion=False)
 def main(dialogues: str = "data/prepared/dialogues.parquet", segments: str = "data/prepared/segments.parquet",
          embeddings: str = "data/embeddings", framenet: str = "data/raw/framenet", models: str = "models/frames",
          out: str = "data/signals/frames.parquet", metrics: str = "metrics/frames.json",
-         params: str = "params.yaml") -> None:
-    cfg = section(load_params(params), "encode")
+         timings: str = "metrics/timings/tag_frames.json", params: str = "params.yaml") -> None:
+    cfg = section(load_params(params), "encode", EncodeParams)
     df = read_frame(dialogues, DIALOGUES, stage="prepare")
     seg = read_frame(segments, SEGMENTS, stage="segment").set_index("example_id").reindex(df["example_id"])
     if seg["words"].isna().any():
         raise PipelineError(f"{segments} does not cover every dialogues row: rebuild it with `dvc repro segment`")
     rows = seg.reset_index().to_dict("records")
     tagger = FrameTagger.build(framenet, models, embed=EmbeddingStore(embeddings).lookup,
-                               batch_size=cfg["batch_size"], max_seq_length=cfg["max_seq_length"])
+                               batch_size=cfg.batch_size, max_seq_length=cfg.max_seq_length)
 
     start = time.monotonic()
     analyses = tagger.analyse(rows, list(df["response"]))
@@ -46,9 +47,11 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", segments: str = "da
         "subword_word": [word for _, word in aligned],
     })
     write_frame(out, frames, FRAMES)
-    report = frame_metrics(rows, analyses, seconds)
+    report = frame_metrics(rows, analyses)
     write_json(metrics, report)
-    log(f"[tag_frames] {len(rows)} responses in {seconds:.0f}s ({report['docs_per_s']} docs/s); "
+    docs_per_s = round(len(rows) / max(seconds, 1e-9), 1)
+    write_json(timings, {"docs": len(rows), "seconds": round(seconds, 1), "docs_per_s": docs_per_s})
+    log(f"[tag_frames] {len(rows)} responses in {seconds:.0f}s ({docs_per_s} docs/s); "
         f"{report['content_words_with_frame']:.1%} of content words framed")
 
 

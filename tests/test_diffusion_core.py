@@ -45,10 +45,14 @@ def vocab():
 def test_config_round_trip_and_errors():
     cfg = ModelConfig.from_dict({"width": 64, "heads": 4, "signals": ["sf", "cm"]})
     assert cfg.signals == ("cm", "sf") and ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(PipelineError, match="unknown keys"):
+    with pytest.raises(PipelineError, match=r"unknown key `model.widht`.*takes: family, emb_dim, width"):
         ModelConfig.from_dict({"widht": 64})
-    with pytest.raises(PipelineError, match="mask="):
-        ModelConfig(mask="causal")
+    with pytest.raises(PipelineError, match=r"`model.mask` is 'causal', expected one of 'control_range', 'full'"):
+        ModelConfig.from_dict({"mask": "causal"})
+    with pytest.raises(PipelineError, match=r"`model.layers` is '4', expected int"):
+        ModelConfig.from_dict({"layers": "4"})
+    with pytest.raises(PipelineError, match="self_condition is a continuous-family option"):
+        ModelConfig(family="masked", self_condition=True)
 
 
 def test_vocab_ids_and_save_load(vocab, tmp_path):
@@ -61,7 +65,8 @@ def test_vocab_ids_and_save_load(vocab, tmp_path):
     back = Vocab.load(tmp_path / "vocab.json")
     assert (back.tokens, back.out_ids, back.size) == (vocab.tokens, vocab.out_ids, vocab.size)
     full = Vocab.build(ROWS, ModelConfig(vocab="full"))
-    assert len(full.out_ids) == full.wordpiece_size + 1
+    assert len(full.out_ids) == full.wordpiece_size  # every WordPiece but [MASK], and END
+    assert vocab.mask not in full.out_ids and vocab.mask == wordpiece_tokenizer().mask_token_id
 
 
 def test_truncation_drops_oldest_context_then_last_words(vocab):
@@ -175,3 +180,9 @@ def test_sampler_feeds_back_the_previous_estimate_on_response_positions(vocab):
         assert torch.equal(fed, previous * resp)
     x, t, mask = calls[1][1], torch.tensor([7] * len(ROWS)), control_range_mask(batch, CFG.mask, CFG.signals)
     assert not torch.allclose(model(x, t, mask), model(x, t, mask, torch.randn_like(x)))  # the estimate is used
+
+
+def test_decode_closes_up_contractions_decimals_and_brackets():
+    tok = wordpiece_tokenizer()
+    text = "I'm sure you don't know, it's fine! Isn't it 2.5 (maybe)? That's my dog's toy, y'all."
+    assert decode(tok(text, add_special_tokens=False)["input_ids"]) == text.lower()

@@ -3,7 +3,7 @@ import ast
 import re
 from pathlib import Path
 
-import yaml
+from tests.lockcheck import stage_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("pipeline", "stages")
@@ -51,24 +51,9 @@ def has_code(path: Path) -> bool:
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
 
 
-def stage_definitions() -> dict[str, dict]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    out = {}
-    for name, stage in stages.items():
-        if "foreach" in stage:
-            items = stage["foreach"]
-            keys = items if isinstance(items, list) else list(items)
-            for key in keys:
-                text = yaml.safe_dump(stage["do"]).replace("${item}", str(key)).replace("${key}", str(key))
-                out[f"{name}@{key}"] = yaml.safe_load(text)
-        else:
-            out[name] = stage
-    return out
-
-
 def test_every_stage_lists_the_modules_it_imports():
     problems = []
-    for name, stage in stage_definitions().items():
+    for name, stage in stage_definitions(ROOT).items():
         modules = re.findall(r"python -m (stages\.\w+)", stage["cmd"] if isinstance(stage["cmd"], str) else " ".join(stage["cmd"]))
         assert modules, f"stage {name} does not run a `python -m stages.<name>` module"
         deps = {str(d) for d in stage.get("deps", [])}

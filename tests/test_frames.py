@@ -98,13 +98,12 @@ def test_sentences_rebuilt_from_words_keep_spacing():
 def test_metrics_count_what_they_say(tagger):
     texts = ["I feel so sad.", "What a sad story."]
     segments = segment_texts(texts)
-    m = frame_metrics(segments, tagger.analyse(segments), seconds=2.0)
+    m = frame_metrics(segments, tagger.analyse(segments))
     # content words: feel so sad | sad story -> 5, framed: sad, sad
     assert (m["words"], m["content_words"], m["content_words_with_frame"]) == (10, 5, 0.4)
     assert m["words_with_nonnull_sf"] == 0.4  # PRONOUN, sad, WHAT, sad
     assert (m["ambiguous_words"], m["disambiguation_changed_first_candidate"]) == (2, 0.5)
     assert m["top_30_frames"] == {"Emotion_directed": 1, "Stimulus_focus": 1} and m["distinct_frames"] == 2
-    assert m["docs_per_s"] == 1.0
 
 
 def test_minilm_definitions_disambiguate_and_cache(tmp_path):

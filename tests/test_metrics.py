@@ -1,4 +1,4 @@
-"""Every Table 2 metric on tiny hand-computed cases; self-BLEU against a brute-force version."""
+"""Every Table 2 metric on tiny hand-computed cases; self-BLEU against a brute-force version and against NLTK."""
 import math
 import random
 from collections import Counter
@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from pipeline.metrics.control import cm_accuracy, cm_matches, f1, intent_matches, ratio, sf_overlap
 from pipeline.metrics.diversity import avg_len, distinct_n, ngrams
@@ -74,6 +75,23 @@ def test_self_bleu_leaves_the_hypothesis_out():
     outputs = [["x", "x", "x"], ["x", "y", "z"], ["y", "z", "w"]]
     assert self_bleu(outputs)[0] == pytest.approx(brute_force_bleu(outputs[0], outputs[1:]))
     assert self_bleu(outputs)[0] < 1.0
+
+
+def test_self_bleu_matches_nltk_sentence_bleu():
+    # The definition ours follows, run as NLTK runs it: every output the hypothesis, all the others its references,
+    # weights (1/5,)*5, SmoothingFunction().method1 (epsilon 0.1 for a zero count: the Texygen setting), NLTK's own
+    # brevity penalty (closest reference length, shorter on a tie) and no auto_reweigh. The token lists are the same
+    # ones score passes (lower-cased words); NLTK needs no downloaded data for BLEU.
+    rng = random.Random(1)
+    words = "i am so sorry to hear that you must be proud of her . !".split()
+    outputs = [[rng.choice(words) for _ in range(rng.randint(1, 9))] for _ in range(18)]
+    outputs += [["i", "am"], []]  # shorter than 5 tokens (p3..p5 smoothed) and empty (BLEU 0)
+    smoothing = SmoothingFunction().method1
+    nltk = [sentence_bleu(outputs[:i] + outputs[i + 1:], h, weights=(0.2,) * 5, smoothing_function=smoothing)
+            for i, h in enumerate(outputs)]
+    ours = self_bleu(outputs)
+    assert ours == pytest.approx(nltk, abs=1e-12)
+    assert np.mean(ours) == pytest.approx(np.mean(nltk), abs=1e-12) and 0 < np.mean(ours) < 1
 
 
 # --- controllability ------------------------------------------------------------------------------------------------

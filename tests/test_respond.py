@@ -1,5 +1,7 @@
 """The respond command through typer's CliRunner, on a tiny index, emotion tagger and random diffusion model."""
+import io
 import json
+import random
 
 import numpy as np
 import pandas as pd
@@ -10,11 +12,12 @@ from typer.testing import CliRunner
 
 from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.model import DiffusEmpModel
-from pipeline.diffusion.trainer import save_model
+from pipeline.diffusion.checkpoint import save_model
 from pipeline.diffusion.vocab import Vocab
 from pipeline.labels import EMOTIONS
 from pipeline.models import ENCODER_DIM, ENCODER_NAME
-from pipeline.respond import Overrides, parse_dialogue
+from pipeline.errors import PipelineError
+from pipeline.respond import Overrides, decode_lines, parse_dialogue, read_contexts
 from pipeline.retrieval import Index
 from pipeline.taggers import Tagger
 from stages import respond
@@ -41,7 +44,9 @@ def artifacts(tmp_path_factory):
     vocab = Vocab.build(pool.to_dict("records"), cfg)
     save_model(root / "diffusion", DiffusEmpModel(cfg, vocab).state_dict(), cfg, vocab)
 
-    (root / "params.yaml").write_text(f"seed: 0\ngamma: 0.2\nretrieve:\n  k: {K}\nsample:\n  steps: 2\n  clamp: false\n")
+    (root / "params.yaml").write_text(
+        f"seed: 0\ngamma: 0.2\nretrieve:\n  k: {K}\n  chunk: 8\nsample:\n  split: test\n  subset: null\n  steps: 2\n"
+        "  clamp: false\n  temperature: 0.0\n  edit_strength: 0.5\n  num_samples: 1\n  rerank: none\n  batch_size: 8\n")
     return ["--index", str(root / "index"), "--taggers", str(root / "taggers"), "--model", str(root / "diffusion"),
             "--params", str(root / "params.yaml")]
 
@@ -68,6 +73,19 @@ def test_json_lines_from_stdin_with_manual_cm_and_intent(artifacts):
     assert all(r["intents"] == ["questioning"] for r in records)
     assert all(r["control_sequence"].startswith("EXPLORATION QUESTIONING") for r in records)
     assert [r["rank"] for r in records] == [0, 1, 0, 1] and isinstance(records[0]["response"], str)
+
+
+def test_editing_the_candidates_with_several_reranked_draws(artifacts):
+    args = ["--json", "--init", "candidate", "--strength", "0.5", "--samples", "3", "--rerank", "mbr", *artifacts]
+    result = run(["My dog is sick.", *args])
+    assert result.exit_code == 0, result.output
+    first = [json.loads(line)["response"] for line in result.stdout.splitlines()]
+    assert len(first) == K and run(["My dog is sick.", *args]).stdout == result.stdout  # seeded
+    for bad, message in ((["--init", "copy"], "--init copy"), (["--strength", "0"], "--strength 0"),
+                         (["--rerank", "best"], "--rerank best"),
+                         (["--init", "candidate", "--frames", "PRONOUN,?"], "cannot be combined with --frames")):
+        result = run(["My dog is sick.", *bad, *artifacts])
+        assert result.exit_code == 1 and message in result.output, result.output
 
 
 def test_frames_build_a_new_skeleton(artifacts):
@@ -113,3 +131,67 @@ def test_overrides_on_a_control_row():
     assert (out["cm_er"], out["cm_ip"], out["cm_ex"]) == (False, True, True)
     assert Overrides.parse(["none"]).apply(row)["cm_er"] is False
     assert parse_dialogue("a ||b|| ") == ["a", "b"]
+
+
+# --- bad input: a normal answer or one `error:` line, never a traceback ---------------------------------------------
+def fuzz_inputs() -> list[bytes]:
+    rng = random.Random(0)
+    return [
+        *(rng.randbytes(n) for n in (1, 64, 300, 2000)),  # random bytes (a few with newlines, most invalid UTF-8)
+        bytes(rng.choice(b"ab |\n\0\xff\xc3\xa9") for _ in range(400)),  # delimiters, NULs and broken UTF-8 dense
+        b"\0\0\0", b"I lost my job\0. || Oh no\0!\n",  # NULs alone and inside text
+        b"caf\xe9 \xff\xfe || \xc3(\n\xed\xa0\x80 surrogate\r\n",  # latin-1, stray bytes, cut and surrogate sequences
+        b"\x01\x02\x7f || \x1b[31m\n",  # control characters only
+        b"", b"\n\n  \n", b"\n\nhello\n\n", b" || \n",  # empty, blank lines only, blank lines around one, no turn
+        b"word " * 200_000 + b"\xff",  # a 1 MB line: retrieval and the model truncate it
+    ]
+
+
+def check_dialogues(read) -> None:
+    """`read()` returns dialogues of clean, non-empty turns or raises PipelineError; nothing else."""
+    try:
+        dialogues = read()
+    except PipelineError:
+        return
+    assert dialogues and all(turns and all(t.strip() for t in turns) for turns in dialogues)
+    assert all("\0" not in t and t.encode("utf-8") for turns in dialogues for t in turns)  # no NUL, no surrogate
+
+
+@pytest.mark.parametrize("data", fuzz_inputs(), ids=range(len(fuzz_inputs())))
+def test_read_contexts_from_stdin_and_file_never_crashes(data, tmp_path):
+    (tmp_path / "in.txt").write_bytes(data)
+    check_dialogues(lambda: read_contexts(None, None, io.BytesIO(data)))
+    check_dialogues(lambda: read_contexts(None, str(tmp_path / "in.txt"), io.BytesIO()))
+    check_dialogues(lambda: read_contexts(data.decode("utf-8", errors="surrogateescape"), None, io.BytesIO()))  # argv
+
+
+def test_invalid_bytes_and_nuls_are_replaced_with_one_notice_each(capsys):
+    assert decode_lines([b"ok", b"caf\xc3\xa9 \xff", b"a\0b", b"\xfe\0"]) == ["ok", "caf\u00e9 \ufffd", "ab", "\ufffd"]
+    assert capsys.readouterr().err.splitlines() == ["notice: invalid UTF-8 on lines 2, 4, replaced by U+FFFD",
+                                                    "notice: NUL bytes on lines 3, 4, removed"]
+    assert read_contexts(None, None, io.BytesIO(b"\n a || \xff \n\n")) == [["a", "\ufffd"]]
+    assert "on line 2," in capsys.readouterr().err
+    with pytest.raises(PipelineError, match="cannot read"):
+        read_contexts(None, "/nonexistent/dialogues.txt", io.BytesIO())
+
+
+@pytest.mark.parametrize("data", fuzz_inputs(), ids=range(len(fuzz_inputs())))
+def test_cli_answers_or_prints_one_error_line(artifacts, data):
+    result = CliRunner().invoke(respond.app, ["--json", *artifacts], input=data)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    if result.exit_code == 0:
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert records and len(records) % K == 0
+        assert len(data) < 10**6 or "retrieval reads only the first" in result.stderr  # the 1 MB line is truncated
+    else:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 1 and len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0]
+
+
+def test_cli_file_with_invalid_utf8_is_answered_with_a_notice(artifacts, tmp_path):
+    (tmp_path / "in.txt").write_bytes(b"I failed my exam \xff\xfe. || Oh no!\n\nMy cat is \0sick.\n")
+    result = run(["--json", "--file", str(tmp_path / "in.txt"), *artifacts])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2 * K
+    assert "notice: invalid UTF-8 on line 1," in result.stderr and "notice: NUL bytes on line 3," in result.stderr

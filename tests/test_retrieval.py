@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
 from pipeline.labels import EMOTIONS
-from pipeline.retrieval import Index, agreement, candidate_frame, oracle_frame, search, sf_f1, top_k
+from pipeline.retrieval import Index, agreement, candidate_frame, oracle_frame, search, top_k
 from pipeline.schemas import CANDIDATES, CONTROLS
 
 
@@ -90,11 +90,6 @@ def test_zero_emotion_distribution_is_an_input_error():
         Index.build(pool, np.ones((1, 2), np.float32))
 
 
-def test_sf_f1_is_a_multiset_f1_over_non_null_frames():
-    assert sf_f1(["Desiring", "Desiring", "Emotion", "_"], ["Desiring", "Emotion", "Emotion", "Time"]) == pytest.approx(4 / 7)
-    assert sf_f1(["_"], ["_", "_"]) == 1.0 and sf_f1(["Time"], ["_"]) == 0.0
-
-
 def test_agreement_on_hand_made_pairs():
     gold = pd.DataFrame([controls_row("q:1", emotion="sad", cm_er=True, intents=["questioning", "neutral"], sf=["Time"]),
                          controls_row("r:1", emotion="sad", cm_ex=True, intents=[], sf=["_"])])
@@ -102,7 +97,7 @@ def test_agreement_on_hand_made_pairs():
                          controls_row("b:1", emotion="joyful", intents=["neutral"], sf=["_"])])
     got = agreement(gold, cand)
     assert got == pytest.approx({"emotion_match": 0.5, "cm_er": 1.0, "cm_ip": 1.0, "cm_ex": 0.5,
-                                 "intent_first": 1.0, "sf_f1": (2 / 3 + 1.0) / 2})
+                                 "intent_first": 1.0, "sf_f1": 2 / 3})  # the frameless pair has no F1: left out
 
 
 def test_candidate_and_oracle_tables_share_the_declared_layout(index, tmp_path):
@@ -152,7 +147,7 @@ def test_stages_build_the_index_then_retrieve_for_valid_and_test(tmp_path):
     result = runner.invoke(retrieve.app, [
         "--index", f"{t}/index", "--controls", f"{t}/controls.parquet", "--embeddings", f"{t}/emb",
         "--candidates", f"{t}/cands.parquet", "--oracle", f"{t}/oracle.parquet", "--metrics", f"{t}/m.json",
-        "--params", f"{t}/params.yaml"])
+        "--timings", f"{t}/timings.json", "--params", f"{t}/params.yaml"])
     assert result.exit_code == 0, result.output
     cands = read_frame(tmp_path / "cands.parquet", CANDIDATES)
     assert sorted(cands["example_id"].unique()) == ["s0:1", "v0:1", "v1:1"] and list(cands["rank"]) == [0, 1] * 3
@@ -160,7 +155,8 @@ def test_stages_build_the_index_then_retrieve_for_valid_and_test(tmp_path):
     oracle = read_frame(tmp_path / "oracle.parquet", CANDIDATES)
     assert list(oracle["cand_example_id"]) == list(oracle["example_id"]) == ["v0:1", "v1:1", "s0:1"]
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["queries"] == 2 and metrics["pool"] == 4 and metrics["search"]["queries"] == 3
+    assert metrics["queries"] == 2 and metrics["pool"] == 4 and "search" not in metrics
+    assert json.loads((tmp_path / "timings.json").read_text())["queries"] == 3
     assert set(metrics["top1"]) == {"emotion_enhanced", "semantic_only", "random"}
 
 

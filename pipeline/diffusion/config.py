@@ -1,33 +1,46 @@
-"""ModelConfig: the architecture, diffusion and ablation settings of one DiffusEmp model (saved with its checkpoint)."""
-from dataclasses import asdict, dataclass, fields
+"""The settings of the diffusion package, one dataclass per params.yaml section: ModelConfig (`model`, saved with the
+checkpoint), TrainConfig (`train`) and SampleConfig (`sample`). Each is checked key by key and type by type
+(pipeline.params.check) and value by value in __post_init__: a bad setting is one PipelineError line."""
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 from pipeline.errors import PipelineError
+from pipeline.labels import SIGNALS
+from pipeline.params import check
 
-SIGNALS = ("cm", "it", "sf")  # coarse to fine: communication mechanism, intent, semantic frame
+FAMILIES = ("continuous", "masked")
 MASKS = ("control_range", "full")  # "full" is the paper's "w/o Mask" ablation
 VOCABS = ("reduced", "full")  # output vocabulary: WordPiece ids seen in training responses, or all of them
-SCHEDULES = ("sqrt",)
 # The rounding cross-entropy -log p(w | .) with the head tied to the embedding, scored on: "prediction" = the model's x0
 # estimate (Difformer's anchor loss), "embedding" = the noisy embedding y0 (DiffuSeq), or "none" (Eq. 7 alone).
 ROUNDINGS = ("prediction", "embedding", "none")
+MINILM_SHAPE, MINILM_LAYERS = (384, 12, 1536), 6  # all-MiniLM-L6-v2: (width, heads, ffn) and its layers
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Defaults are the paper's (appendix A.4: BERT-base sized, 12 layers, width 768, max length 128, T = 2000).
 
-    emb_dim: size of the (randomly initialised) token embedding in which diffusion happens.
+    family: "continuous" = the paper's Gaussian diffusion over token embeddings (x0-parameterised, Eq. 7);
+      "masked" = absorbing-state discrete diffusion over WordPieces (MDLM / DiffusionBERT): a response token is
+      replaced by [MASK] with probability t / T and the denoiser is trained with cross-entropy on the hidden tokens.
+      Both share the sequence layout, the control tokens and the control-range mask (docs/diffusion.md).
+    emb_dim: size of the (randomly initialised) token embedding in which continuous diffusion happens.
     width / layers / heads / ffn / dropout: the pre-LN transformer denoiser.
     max_len: the longest sequence (context + separators + control tokens + response + END).
     max_context: the most context WordPiece tokens kept (the oldest are dropped first).
-    T / schedule / noise_offset: alpha_bar(t) = 1 - sqrt(t/T + noise_offset).
+    T / noise_offset: continuous: alpha_bar(t) = 1 - sqrt(t/T + noise_offset); masked: T is the resolution of t.
     mask: "control_range" (paper Eq. 3-6) or "full" attention.
     signals: which control signals enter the sequence (a subset of SIGNALS, kept in coarse-to-fine order).
     vocab: "reduced" or "full" output vocabulary (see Vocab).
-    rounding: where the rounding cross-entropy added to the Eq. 7 terms is scored (ROUNDINGS; losses.py says why).
-    self_condition: the denoiser also sees its previous x0 estimate (Chen et al. 2023, "Analog Bits"; losses.py).
+    rounding: (continuous) where the rounding cross-entropy added to the Eq. 7 terms is scored (losses.py says why).
+    self_condition: (continuous) the denoiser also sees its previous x0 estimate (Chen et al. 2023, "Analog Bits").
+    init: (masked) "random", or "minilm": the denoiser is the first `layers` layers of the pretrained MiniLM-L6 encoder
+      (BERT's post-LN architecture; width 384, 12 heads, ffn 1536 are then required), its WordPiece embeddings reused
+      for context and response tokens and tied to the output head; control tokens get new rows.
     """
 
+    family: Literal["continuous", "masked"] = "continuous"
     emb_dim: int = 128
     width: int = 768
     layers: int = 12
@@ -37,48 +50,121 @@ class ModelConfig:
     max_len: int = 128
     max_context: int = 64
     T: int = 2000
-    schedule: str = "sqrt"
+    schedule: Literal["sqrt"] = "sqrt"
     noise_offset: float = 1e-4
-    mask: str = "control_range"
+    mask: Literal["control_range", "full"] = "control_range"
     signals: tuple[str, ...] = SIGNALS
-    vocab: str = "reduced"
-    rounding: str = "embedding"
+    vocab: Literal["reduced", "full"] = "reduced"
+    rounding: Literal["prediction", "embedding", "none"] = "embedding"
     self_condition: bool = False
+    init: Literal["random", "minilm"] = "random"
 
     def __post_init__(self):
         # Normalise signals to a tuple in SIGNALS order so that ("sf", "cm") and ["cm", "sf"] mean the same model.
+        bad = [s for s in self.signals if s not in SIGNALS]
+        if bad:
+            raise PipelineError(f"diffusion model config: unknown signals {bad} (any subset of {list(SIGNALS)})")
         object.__setattr__(self, "signals", tuple(s for s in SIGNALS if s in set(self.signals)))
         problems = []
-        if self.mask not in MASKS:
-            problems.append(f"mask={self.mask!r} (one of {MASKS})")
-        if self.vocab not in VOCABS:
-            problems.append(f"vocab={self.vocab!r} (one of {VOCABS})")
-        if self.rounding not in ROUNDINGS:
-            problems.append(f"rounding={self.rounding!r} (one of {ROUNDINGS})")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule={self.schedule!r} (one of {SCHEDULES})")
         if self.width % self.heads:
             problems.append(f"width={self.width} is not a multiple of heads={self.heads}")
         if self.T < 1 or self.max_len < 8 or self.max_context < 0:
             problems.append(f"T={self.T}, max_len={self.max_len}, max_context={self.max_context} (need T >= 1, "
                             "max_len >= 8, max_context >= 0)")
+        if self.family == "masked" and self.self_condition:
+            problems.append("self_condition is a continuous-family option")
+        if self.init == "minilm" and (self.family != "masked" or (self.width, self.heads, self.ffn) != MINILM_SHAPE
+                                      or not 1 <= self.layers <= MINILM_LAYERS):
+            problems.append(f"init=minilm needs family=masked, (width, heads, ffn)={MINILM_SHAPE} and 1 <= layers <= "
+                            f"{MINILM_LAYERS}")
         if problems:
             raise PipelineError("diffusion model config: bad " + "; ".join(problems) + ": fix params.yaml")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Build from a params.yaml section or a saved to_dict(); unknown keys are an error (typos hide ablations)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise PipelineError(f"diffusion model config: unknown keys {unknown}; known keys: {sorted(known)}")
-        bad = [s for s in d.get("signals", ()) if s not in SIGNALS]
-        if bad:
-            raise PipelineError(f"diffusion model config: unknown signals {bad} (any subset of {list(SIGNALS)})")
-        return cls(**d)
+        return check(d, cls, "model", defaults=True)
 
     def to_dict(self) -> dict:
         """Plain JSON/YAML-ready dict (signals as a list)."""
         d = asdict(self)
         d["signals"] = list(self.signals)
         return d
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """steps: optimizer steps. batch_size: the global batch (split evenly across ranks). lr / weight_decay: AdamW.
+    warmup_steps: the lr rises linearly from 0 over these steps; lr_decay: "linear" then anneals it to 0 at `steps`
+    (DiffuSeq's lr_anneal_steps), "none" keeps it. Both are functions of the step alone, so a resumed run gets the
+    same rates.
+    ema_decay: the EMA's decay (warmed up as min(decay, (1 + s) / (10 + s)) so short runs are not stuck at the init).
+    grad_clip: max global gradient norm; <= 0 disables it (the paper's -1.0). checkpoint_every_s / _steps: save the
+    training state when either has passed since the last save (0 disables that trigger). log_every: steps per loss
+    log line. valid_examples: valid-split examples for the final held-out loss of the EMA model and its one-shot
+    accuracy per quarter of t; valid_sample_examples (the first of them; 0 = none) are also regenerated from their
+    gold controls with valid_sample_steps reverse steps (evaluate.held_out_sampling). max_minutes: stop after this
+    much training time (0 = no limit), for fixed CPU-minute budgets; the lr schedule still runs over `steps`."""
+
+    steps: int
+    batch_size: int
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    lr_decay: Literal["none", "linear"] = "none"
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    grad_clip: float = -1.0
+    checkpoint_every_s: float = 300.0
+    checkpoint_every_steps: int = 0
+    log_every: int = 50
+    valid_examples: int = 256
+    valid_sample_examples: int = 64
+    valid_sample_steps: int = 50
+    max_minutes: float = 0.0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise PipelineError(f"params.yaml `train`: steps={self.steps}, batch_size={self.batch_size}, lr={self.lr} "
+                                "(all must be positive)")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return check(d, cls, "train", defaults=True)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0-based)."""
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        decay = max(0.0, 1 - step / self.steps) if self.lr_decay == "linear" else 1.0
+        return self.lr * warm * decay
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """params.yaml `sample`: which examples are generated and how.
+
+    split / subset: the examples (subset seeded; null = the whole split). steps: reverse steps (continuous: null = the
+    full T-step ancestral sampler, fewer = respaced; masked: unmasking steps, null = one token per step). clamp:
+    (continuous) clamp the predicted x0 to the nearest embedding at every step. temperature: (masked) 0 = the most
+    probable token, > 0 = Gumbel sampling at that temperature. edit_strength: the `edit` mode starts from each
+    candidate's own response at this strength (sampler.py; 1 = from noise). num_samples: seeded draws per control
+    row, of which `rerank` keeps one ("none": the first; "mbr": the one most similar to the others, generate.py).
+    batch_size: sequences per forward pass.
+    """
+
+    split: Literal["train", "valid", "test"]
+    subset: int | None
+    steps: int | None
+    clamp: bool
+    temperature: float
+    edit_strength: float
+    num_samples: int
+    rerank: Literal["none", "mbr"]
+    batch_size: int
+
+    def __post_init__(self):
+        if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
+                or not 0 < self.edit_strength <= 1 or self.num_samples < 1):
+            raise PipelineError(f"params.yaml `sample`: steps={self.steps}, batch_size={self.batch_size}, "
+                                f"temperature={self.temperature}, edit_strength={self.edit_strength}, num_samples="
+                                f"{self.num_samples} (steps, batch_size, num_samples >= 1; temperature >= 0; "
+                                "edit_strength in (0, 1])")

@@ -31,6 +31,7 @@ from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.vocab import PAD_ID, Vocab
 from pipeline.errors import PipelineError
 from pipeline.models import wordpiece_tokenizer
+from pipeline.progress import progress
 
 
 class Role(IntEnum):
@@ -156,6 +157,16 @@ def encode_example(context: Sequence[str], controls: Mapping, vocab: Vocab, cfg:
     if response_ids is not None:
         target[start:] = vocab.out_index[ids[start:]].tolist()
     return Example(ids, [int(r) for r in role], sent, word, target)
+
+
+def encode_rows(rows: Sequence[Mapping], vocab: Vocab, cfg: ModelConfig, gold: bool = True) -> list[Example]:
+    """Encode controls-like rows (mappings with `context` and the CONTROL_FIELDS keys) as model inputs.
+
+    gold: the row's own response (`subword_ids`) fills the response positions (training, held-out figures); otherwise
+    they are placeholders to generate (sampling from a control source).
+    """
+    return [encode_example(r["context"], r, vocab, cfg, r["subword_ids"] if gold else None)
+            for r in progress(rows, desc="encode", every_s=30.0)]
 
 
 def _check_structure(word_sent, subword_word, sf, intents, response_ids) -> None:

@@ -1,7 +1,8 @@
-"""The training objective: paper Eq. 7 (the DiffuSeq / Diffusion-LM variational bound, x0-parameterised) on the
-response positions only, plus the rounding cross-entropy as an option (cfg.rounding), with optional self-conditioning.
+"""The training objectives of the two families, on the response positions only (context, separators and controls are
+never noised or scored). `training_loss` dispatches on ModelConfig.family.
 
-With e = EMB(w^y) the response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps0 (Diffusion-LM's q(x0 | w)):
+Continuous (paper Eq. 7, the DiffuSeq / Diffusion-LM variational bound, x0-parameterised), with e = EMB(w^y) the
+response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps0 (Diffusion-LM's q(x0 | w)):
 - mse:   ||y0 - f(x_t, t)||^2 for t >= 2 and ||e - f(x_1, 1)||^2 for t = 1 (the "embedding term"), t uniform in 1..K;
 - prior: ||sqrt(alpha_bar_T) y0||^2, the mean of q(x_T | y0) against the N(0, I) prior: the regulariser R(||x0||^2);
 - rounding (cfg.rounding): -log p(w^y | .) with the tied rounding head, scored on
@@ -13,8 +14,13 @@ With e = EMB(w^y) the response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps
   "none": Eq. 7 alone.
 Self-conditioning (cfg.self_condition, Chen et al. 2023): the denoiser also sees an earlier x0 estimate, which the
 sampler feeds from its previous step; training draws it from the model itself for half of the examples.
-Every term is a mean over response positions (squared errors also averaged over the E dimensions). Context, separator
-and control positions are never noised: the model sees their clean embeddings.
+Every term is a mean over response positions (squared errors also averaged over the E dimensions).
+
+Masked (absorbing-state discrete diffusion, MDLM / DiffusionBERT): with t uniform in 1..T, every response position
+(END included) is hidden (its id replaced by [MASK]) independently with probability t / T; the loss is the
+cross-entropy of the gold WordPiece at the hidden positions, averaged over them (the unweighted form; the ELBO's
+1 / rate weight would put most of the weight on nearly clean sequences).
+Both return `accuracy` (not trained): the share of scored response tokens whose argmax is the gold token.
 """
 import torch
 import torch.nn.functional as F
@@ -22,14 +28,7 @@ import torch.nn.functional as F
 from pipeline.diffusion.inputs import Batch
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import DiffusEmpModel
-from pipeline.diffusion.schedule import Schedule
-
-
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` (on its own device) when given."""
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+from pipeline.diffusion.schedule import Schedule, hide, randn_like
 
 
 def noise_response(x0: torch.Tensor, is_response: torch.Tensor, schedule: Schedule, step: torch.Tensor,
@@ -41,18 +40,42 @@ def noise_response(x0: torch.Tensor, is_response: torch.Tensor, schedule: Schedu
 
 def training_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss of one batch (already on the model's device). t: steps [B] in 1..len(schedule), uniform if None.
-    model: a DiffusEmpModel, or a DistributedDataParallel wrapping one (the denoiser call goes through the wrapper).
-    -> (scalar loss to backpropagate, detached terms {"mse", "prior", "rounding" (unless "none"), "loss",
-    "accuracy"}); accuracy (not trained) = the share of response tokens the rounding head gets right from the
-    prediction, a direct read of how well x0 is denoised."""
+    """Loss of one batch (already on the model's device). t: noise levels [B] in 1..len(schedule), uniform if None.
+    model: a denoiser of either family, or a DistributedDataParallel wrapping one (the denoiser call goes through the
+    wrapper). -> (scalar loss to backpropagate, detached terms: continuous {"mse", "prior", "rounding" (unless
+    "none"), "loss", "accuracy"}, masked {"ce", "loss", "accuracy"})."""
+    core = getattr(model, "module", model)
+    draw_on = generator.device if generator is not None else "cpu"  # random draws happen on the generator's device
+    if t is None:
+        t = torch.randint(1, len(schedule) + 1, (len(batch),), generator=generator, device=draw_on)
+    t = t.to(batch.ids.device)
+    if core.cfg.family == "masked":
+        return masked_loss(model, batch, t / len(schedule), generator)
+    return continuous_loss(model, batch, schedule, t, generator)
+
+
+def masked_loss(model: torch.nn.Module, batch: Batch, rate: torch.Tensor,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Cross-entropy of the gold tokens at the positions hidden with probability rate [B]."""
+    core = getattr(model, "module", model)
+    ids, hidden = hide(batch, rate, core.mask_id, generator)
+    h = model(ids, control_range_mask(batch, core.cfg.mask, core.cfg.signals))  # [B, L, W]
+    gold = batch.target[hidden]  # [N] output-vocabulary index (-1 = not in it)
+    logits = core.logits(h[hidden])  # [N, V_out]
+    known = (gold >= 0).sum()
+    ce = F.cross_entropy(logits, gold, ignore_index=-1, reduction="sum") / known.clamp(min=1)
+    accuracy = (logits.detach().argmax(-1) == gold).sum() / known.clamp(min=1)
+    return ce, {"ce": ce.detach(), "loss": ce.detach(), "accuracy": accuracy}
+
+
+def continuous_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: torch.Tensor,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Paper Eq. 7 (+ the rounding term of cfg.rounding) at the diffusion steps t [B]."""
     core: DiffusEmpModel = getattr(model, "module", model)
     cfg = core.cfg
     resp = batch.is_response  # [B, L]
     n = resp.sum().clamp(min=1)
-    draw_on = generator.device if generator is not None else "cpu"  # random draws happen on the generator's device
-    if t is None:
-        t = torch.randint(1, len(schedule) + 1, (len(batch),), generator=generator, device=draw_on).to(resp.device)
+    draw_on = generator.device if generator is not None else "cpu"
     e = core.embed(batch.ids)  # [B, L, E]
     sigma0 = float((1 - schedule.alpha_bar[1]).sqrt())
     y0 = torch.where(resp[..., None], e + sigma0 * randn_like(e, generator), e)  # [B, L, E]

@@ -1,10 +1,15 @@
-"""DiffusEmpModel: the denoiser f_theta(x_t, t) -> x0 of paper section 3.2 and its rounding head.
+"""The denoisers of the two model families (ModelConfig.family) and what they share.
 
-token ids -> embedding [E = emb_dim] (random init, N(0, 1) like the diffusion noise) -- diffusion happens here --
-x_t [B, L, E] (with cfg.self_condition: concatenated with the previous x0 estimate, [B, L, 2E]) -> up-projection to
-width W + position + timestep embedding -> pre-LN transformer layers, each attending under the boolean control-range
-mask -> down-projection to E = the x0 prediction.
-Rounding: logits over the output vocabulary = x0 . embedding(out_ids) (tied to the input embedding), [B, L, V_out].
+Both read the same sequence (inputs.py) through the same pre-LN transformer under the boolean control-range mask:
+- DiffusEmpModel ("continuous", paper section 3.2): token ids -> embedding [E = emb_dim] (random init, N(0, 1) like
+  the diffusion noise) -- diffusion happens here -- x_t [B, L, E] (with cfg.self_condition: concatenated with the
+  previous x0 estimate, [B, L, 2E]) -> up-projection to width W + position + timestep embedding -> transformer ->
+  down-projection to E = the x0 prediction. Rounding: logits = x0 . embedding(out_ids), [B, L, V_out].
+- MaskedDiffusEmpModel ("masked"): token ids, with WordPiece [MASK] at the hidden response positions -> embedding
+  [W] + position -> transformer -> logits over the output vocabulary, tied to the input embedding. The share of
+  hidden tokens tells the model how far along the chain it is, so it needs no timestep input (MDLM). With
+  cfg.init "minilm" the embedding and transformer are the pretrained MiniLM-L6 encoder (cut to cfg.layers layers)
+  under the same boolean mask.
 """
 import math
 
@@ -44,7 +49,26 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
+class Transformer(nn.Module):
+    """Input states [B, L, W] + learned positions -> LN, dropout, cfg.layers Blocks under the mask, final LN."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.pos = nn.Embedding(cfg.max_len, cfg.width)
+        self.ln_in, self.drop = nn.LayerNorm(cfg.width), nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_out = nn.LayerNorm(cfg.width)
+
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.ln_in(h + self.pos.weight[:h.shape[1]]))
+        for block in self.blocks:
+            h = block(h, attn_mask)
+        return self.ln_out(h)
+
+
 class DiffusEmpModel(nn.Module):
+    """The continuous family: f_theta(x_t, t) -> x0 and its rounding head."""
+
     def __init__(self, cfg: ModelConfig, vocab: Vocab):
         super().__init__()
         self.cfg = cfg
@@ -54,10 +78,7 @@ class DiffusEmpModel(nn.Module):
         self.end_id = vocab.end  # generation stops at the first END
         self.up = nn.Sequential(nn.Linear(2 * E if cfg.self_condition else E, W), nn.Tanh(), nn.Linear(W, W))
         self.time = nn.Sequential(nn.Linear(E, W), nn.SiLU(), nn.Linear(W, W))
-        self.pos = nn.Embedding(cfg.max_len, W)
-        self.ln_in, self.drop = nn.LayerNorm(W), nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln_out = nn.LayerNorm(W)
+        self.transformer = Transformer(cfg)
         self.down = nn.Sequential(nn.Linear(W, W), nn.Tanh(), nn.Linear(W, E))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -69,14 +90,10 @@ class DiffusEmpModel(nn.Module):
         """x_t [B, L, E] (noised response positions, clean embeddings elsewhere), t [B] original diffusion times,
         attn_mask [B, 1, L, L] bool (True = may attend), x0_prev [B, L, E]: the previous x0 estimate (self-conditioning;
         None = zeros, and ignored without cfg.self_condition) -> predicted x0 [B, L, E]."""
-        L = x_t.shape[1]
         if self.cfg.self_condition:
             x_t = torch.cat([x_t, torch.zeros_like(x_t) if x0_prev is None else x0_prev], dim=-1)  # [B, L, 2E]
-        h = self.up(x_t) + self.pos.weight[:L] + self.time(timestep_embedding(t, self.cfg.emb_dim))[:, None]  # [B,L,W]
-        h = self.drop(self.ln_in(h))
-        for block in self.blocks:
-            h = block(h, attn_mask)
-        return self.down(self.ln_out(h))
+        h = self.up(x_t) + self.time(timestep_embedding(t, self.cfg.emb_dim))[:, None]  # [B, L, W]
+        return self.down(self.transformer(h, attn_mask))
 
     def output_embeddings(self) -> torch.Tensor:
         """Embeddings of the output vocabulary [V_out, E] (the rows the rounding head scores)."""
@@ -86,3 +103,59 @@ class DiffusEmpModel(nn.Module):
         """Rounding head p(w | x0), tied to the embedding: x0 [B, L, E] (or [N, E]) -> logits [..., V_out] over
         vocab.out_ids."""
         return F.linear(x0, self.output_embeddings())
+
+
+def minilm_encoder(cfg: ModelConfig, vocab_size: int, pretrained: bool) -> nn.Module:
+    """MiniLM-L6's BERT encoder (no pooler) cut to cfg.layers layers, its embedding table grown to vocab_size rows
+    (our own tokens after the 30,522 WordPieces, which keep their ids). pretrained: load the packaged weights (False:
+    the architecture only, for a saved model whose weights come next)."""
+    from transformers import BertConfig, BertModel
+
+    from pipeline.models import minilm_path
+
+    config = BertConfig.from_pretrained(minilm_path(), num_hidden_layers=cfg.layers, attn_implementation="sdpa",
+                                        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
+    encoder = (BertModel.from_pretrained(minilm_path(), config=config, add_pooling_layer=False, dtype=torch.float32)
+               if pretrained else BertModel(config, add_pooling_layer=False))
+    encoder.resize_token_embeddings(vocab_size)
+    return encoder
+
+
+class MaskedDiffusEmpModel(nn.Module):
+    """The masked family: p_theta(w | sequence with hidden response tokens) at every position."""
+
+    def __init__(self, cfg: ModelConfig, vocab: Vocab, pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("out_ids", torch.tensor(vocab.out_ids), persistent=False)  # [V_out] model ids
+        self.mask_id, self.end_id = vocab.mask, vocab.end
+        if cfg.init == "minilm":
+            self.encoder = minilm_encoder(cfg, vocab.size, pretrained)
+        else:
+            self.tokens = nn.Embedding(vocab.size, cfg.width)
+            nn.init.normal_(self.tokens.weight, std=0.02)  # BERT's init: the tied head starts near uniform
+            self.transformer = Transformer(cfg)
+        self.head = nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.LayerNorm(cfg.width))
+        self.out_bias = nn.Parameter(torch.zeros(len(vocab.out_ids)))
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        """The input embedding table [vocab.size, W] (MiniLM's word embeddings, grown, under init "minilm")."""
+        return self.encoder.embeddings.word_embeddings if self.cfg.init == "minilm" else self.tokens
+
+    def forward(self, ids: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """ids [B, L] (mask_id at hidden response positions), attn_mask [B, 1, L, L] -> hidden states [B, L, W]."""
+        if self.cfg.init == "minilm":
+            return self.encoder(input_ids=ids, attention_mask=attn_mask).last_hidden_state
+        return self.transformer(self.embedding(ids), attn_mask)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., W] -> logits [..., V_out] over vocab.out_ids (BERT's MLM head, tied to the embedding)."""
+        return F.linear(self.head(h), self.embedding.weight[self.out_ids], self.out_bias)
+
+
+def build_model(cfg: ModelConfig, vocab: Vocab, pretrained: bool = True) -> nn.Module:
+    """The denoiser of cfg.family, freshly initialised (pretrained: with cfg.init's weights where it names some)."""
+    if cfg.family == "masked":
+        return MaskedDiffusEmpModel(cfg, vocab, pretrained)
+    return DiffusEmpModel(cfg, vocab)

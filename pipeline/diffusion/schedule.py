@@ -1,4 +1,5 @@
-"""The noise schedule: sqrt alpha_bar (Diffusion-LM), q(x_t | x_0), the x0-parameterised posterior, and respacing.
+"""The forward processes: the continuous family's sqrt alpha_bar schedule (Diffusion-LM) with q(x_t | x_0), the
+x0-parameterised posterior and respacing; and the masked family's hiding of response tokens (`hide`).
 
 Steps are numbered 1..K (K = T for the full schedule); step 0 is clean data (alpha_bar = 1). `timesteps[i]` is the
 original diffusion time of step i, which is what the model's timestep embedding sees, so a respaced schedule (few
@@ -8,9 +9,27 @@ single-step beta of the original schedule (the authors' skipping bug, anchors.md
 """
 import torch
 
+from pipeline.diffusion.inputs import Batch
 from pipeline.errors import PipelineError
 
 MAX_BETA = 0.999  # sqrt alpha_bar reaches 0 just before t = T; clip the last betas as Diffusion-LM / DiffuSeq do
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn from `generator` (on its own device) when given."""
+    if generator is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+def hide(batch: Batch, rate: torch.Tensor, mask_id: int,
+         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward process of the masked family: each response position hidden with probability rate [B] (in [0, 1]).
+    -> (ids [B, L] with mask_id at the hidden positions, hidden [B, L] bool)."""
+    draw_on = generator.device if generator is not None else "cpu"
+    u = torch.rand(batch.ids.shape, generator=generator, device=draw_on).to(batch.ids.device)  # [B, L]
+    hidden = (u < rate[:, None]) & batch.is_response
+    return torch.where(hidden, torch.full_like(batch.ids, mask_id), batch.ids), hidden
 
 
 def sqrt_alpha_bar(T: int, offset: float = 1e-4) -> torch.Tensor:

@@ -1,30 +1,21 @@
-"""Training of the DiffusEmp model: AdamW, seeded shuffled batches, EMA weights, resumable checkpoints, optional DDP.
+"""Training of a DiffusEmp model (either family): AdamW, seeded shuffled batches, EMA weights, resumable checkpoints,
+optional DDP.
 
 Read top to bottom:
-- TrainConfig      the `train` section of params.yaml.
 - DataOrder        which examples rank r trains on at step s: a pure function of (seed, step), so a resumed run needs
                    only the step count to continue the exact data order.
-- Ema              exponential moving average of the weights (the weights used for sampling).
 - Objective        the model + schedule as one nn.Module whose forward is the loss, the unit DDP wraps.
-- train            the loop; checkpoints (model, EMA, optimizer, step, every rank's RNG states, loss history) are
-                   written atomically every few minutes / steps and at the end, and picked up on the next call.
-- held_out_*       the final EMA weights on valid examples: the loss terms, and how well sampling regenerates
-                   the gold responses from their own controls.
-- encode_rows      controls-like rows -> model inputs (gold responses for training, placeholders for sampling).
-- save_model / load_model  the trained model folder (config.json, vocab.json, model.pt with the EMA weights);
-  config_fingerprint: what a checkpoint must match to be resumed.
+- train            the loop; the training state (checkpoint.py) is written atomically every few minutes / steps and at
+                   the end, and picked up on the next call; then the held-out figures of the EMA weights (evaluate.py).
 
 Distributed: under `torchrun`, `init_distributed()` joins the process group (gloo on CPU, nccl on GPU); `train` then
 wraps the objective in DistributedDataParallel and every rank trains on its own shard of each global batch. Without
 torchrun everything runs in one process.
 """
-import hashlib
-import json
 import os
 import time
-from collections.abc import Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,66 +23,19 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.inputs import Batch, Example, collate, encode_example
+from pipeline.diffusion.checkpoint import examples_digest, load_state, rng_state, save_state, set_rng_state
+from pipeline.diffusion.config import TrainConfig
+from pipeline.diffusion.ema import ema_model, ema_weights
+from pipeline.diffusion.evaluate import accuracy_by_noise, held_out_loss, held_out_sampling
+from pipeline.diffusion.inputs import Batch, Example, collate
 from pipeline.diffusion.losses import training_loss
-from pipeline.diffusion.model import DiffusEmpModel
-from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
-from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, read_json, write_json
 from pipeline.progress import log, progress
 
-# Logged per window: the loss terms (rounding unless model.rounding is "none") and the rounding head's token accuracy.
-TERMS = ("loss", "mse", "prior", "rounding", "accuracy")
-LR_DECAYS = ("none", "linear")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """steps: optimizer steps. batch_size: the global batch (split evenly across ranks). lr / weight_decay: AdamW.
-    warmup_steps: the lr rises linearly from 0 over these steps; lr_decay: "linear" then anneals it to 0 at `steps`
-    (DiffuSeq's lr_anneal_steps), "none" keeps it. Both are functions of the step alone, so a resumed run gets the
-    same rates.
-    ema_decay: the EMA's decay (warmed up as min(decay, (1 + s) / (10 + s)) so short runs are not stuck at the init).
-    grad_clip: max global gradient norm; <= 0 disables it (the paper's -1.0). checkpoint_every_s / _steps: save the
-    training state when either has passed since the last save (0 disables that trigger). log_every: steps per loss
-    log line / plots row. valid_examples: valid-split examples for the final held-out loss of the EMA model;
-    valid_sample_examples (the first of them; 0 = none) are also regenerated from their gold controls with
-    valid_sample_steps respaced steps (held_out_sampling)."""
-
-    steps: int
-    batch_size: int
-    lr: float = 1e-4
-    warmup_steps: int = 0
-    lr_decay: str = "none"
-    weight_decay: float = 0.0
-    ema_decay: float = 0.9999
-    grad_clip: float = -1.0
-    checkpoint_every_s: float = 300.0
-    checkpoint_every_steps: int = 0
-    log_every: int = 50
-    valid_examples: int = 256
-    valid_sample_examples: int = 64
-    valid_sample_steps: int = 50
-
-    def __post_init__(self):
-        if self.lr_decay not in LR_DECAYS:
-            raise PipelineError(f"params.yaml `train` section: lr_decay={self.lr_decay!r} (one of {LR_DECAYS})")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        try:
-            return cls(**d)
-        except TypeError as err:
-            raise PipelineError(f"params.yaml `train` section: {err}") from None
-
-    def lr_at(self, step: int) -> float:
-        """The learning rate of optimizer step `step` (0-based)."""
-        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
-        decay = max(0.0, 1 - step / self.steps) if self.lr_decay == "linear" else 1.0
-        return self.lr * warm * decay
+# Printed per log line when present: the continuous family's loss terms or the masked family's cross-entropy, and the
+# token accuracy of the prediction.
+TERMS = ("loss", "mse", "prior", "rounding", "ce", "accuracy")
 
 
 # --- distributed helpers -------------------------------------------------------------------------------------------
@@ -160,43 +104,16 @@ class DataOrder:
         return batch[self.rank::self.world].tolist()
 
 
-# --- EMA and the loss module ---------------------------------------------------------------------------------------
-
-class Ema:
-    """Shadow copy of the model's parameters: ema <- d * ema + (1 - d) * param after every optimizer step."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """`step`: optimizer steps taken so far (>= 1); early steps use a smaller decay (warm-up)."""
-        d = min(self.decay, (1 + step) / (10 + step))
-        params = dict(model.named_parameters())
-        shadow = list(self.shadow.values())
-        torch._foreach_lerp_(shadow, [params[k].detach() for k in self.shadow], 1 - d)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.shadow
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for k, v in state.items():
-            self.shadow[k].copy_(v)
-
-    def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state dict with the EMA values in place of the parameters (buffers as they are)."""
-        return {**model.state_dict(), **{k: v.clone() for k, v in self.shadow.items()}}
-
+# --- the loss module -----------------------------------------------------------------------------------------------
 
 class Objective(nn.Module):
     """forward(batch, generator) = training_loss(model, batch, schedule, generator=generator).
 
-    DDP needs the module whose forward produces the loss; the loss reads the model's embedding and rounding head
+    DDP needs the module whose forward produces the loss; the loss reads the model's embedding and output head
     besides its forward, so the whole objective is that module.
     """
 
-    def __init__(self, model: DiffusEmpModel, schedule: Schedule):
+    def __init__(self, model: nn.Module, schedule: Schedule):
         super().__init__()
         self.model, self.schedule = model, schedule
 
@@ -204,64 +121,31 @@ class Objective(nn.Module):
         return training_loss(self.model, batch, self.schedule, generator=generator)
 
 
-# --- checkpoints ---------------------------------------------------------------------------------------------------
-
-def rng_state(generator: torch.Generator) -> dict:
-    """Every random state one rank's training draws from: the loss's noise generator and the global torch RNGs
-    (dropout)."""
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(generator: torch.Generator, state: dict) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def examples_digest(examples: list[Example]) -> str:
-    """sha256 of the encoded training data (ids and structure of every example, in order): a checkpoint trained on
-    other data must not be resumed."""
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps([ex.ids, ex.role, ex.sent, ex.word]).encode())
-    return h.hexdigest()
-
-
-def load_checkpoint(path: Path, fingerprint: dict) -> dict | None:
-    """The saved training state at `path`, or None when there is none or it belongs to other settings."""
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
-        log(f"[train] {path} was written with other settings or data: starting from step 0")
-        return None
-    return state
-
-
 # --- the loop ------------------------------------------------------------------------------------------------------
 
 @dataclass
 class TrainResult:
-    """ema: the EMA state dict (what save_model writes). history: one dict per log point (step, TERMS means over the
-    window, examples_per_s). summary: the figures of metrics/train.json."""
+    """ema: the EMA weights as the model's state dict (what save_model writes). history: one dict per log point
+    (step, TERMS means over the window, lr, examples_per_s, minutes of training so far). summary: the figures of
+    metrics/train.json. valid_texts: the held-out sampling outputs (for a fluency score)."""
 
     ema: dict[str, torch.Tensor]
     history: list[dict]
     summary: dict
+    valid_texts: list[str]
 
 
-def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cfg: TrainConfig, seed: int,
-          checkpoint: Path, fingerprint: dict, valid: list[Example] = ()) -> TrainResult:
+def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: TrainConfig, seed: int,
+          checkpoint: Path, fingerprint: dict, valid: list[Example] = (),
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `model` (already on its device, identically initialised on every rank) on `examples`.
 
     Resumes from `checkpoint` when it holds a state with the same `fingerprint` (everything the run depends on except
     the step count, so raising `steps` continues a finished run) and at most cfg.steps steps; writes it atomically
-    (rank 0) every cfg.checkpoint_every_s seconds / cfg.checkpoint_every_steps steps and at the end.
-    `valid`: examples for the held-out loss of the final EMA weights (fixed timesteps and noise, dropout off).
+    (rank 0) every cfg.checkpoint_every_s seconds / cfg.checkpoint_every_steps steps and at the end. Stops early after
+    cfg.max_minutes of training (0 = never), at a step all ranks agree on.
+    `valid`: examples for the held-out figures of the final EMA weights (fixed noise, dropout off).
+    on_log: called on rank 0 with every log point (e.g. DVCLive).
     """
     rank, world = rank_and_world()
     device = next(model.parameters()).device
@@ -269,14 +153,14 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
     objective = Objective(model, schedule)
     net = DistributedDataParallel(objective) if world > 1 else objective
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = Ema(model, cfg.ema_decay)
+    ema = ema_model(model, cfg.ema_decay)
     # Each rank draws its own noise and dropout; both streams are part of the checkpoint.
     generator = torch.Generator(device).manual_seed(seed * 1000 + rank)
     torch.manual_seed(seed * 1000 + rank)
     fingerprint = {**fingerprint, "world": world, "batch_size": cfg.batch_size, "data": examples_digest(examples)}
 
-    start, history = 0, []
-    state = load_checkpoint(Path(checkpoint), fingerprint)
+    start, history, minutes_before = 0, [], 0.0
+    state = load_state(Path(checkpoint), fingerprint)
     if state is not None and state["step"] > cfg.steps:
         log(f"[train] {checkpoint} is at step {state['step']} > steps={cfg.steps}: starting from step 0")
         state = None
@@ -285,9 +169,16 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
         opt.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
         set_rng_state(generator, state["rng"][rank])
-        start, history = state["step"], state["history"]
+        start, history, minutes_before = state["step"], state["history"], state.get("minutes", 0.0)
         if rank == 0:
             log(f"[train] resumed from {checkpoint} at step {start} (epoch, batch = {order.position(start)})")
+            for point in history if on_log is not None else ():
+                on_log(point)  # the logger starts afresh: give it the points before the resume
+
+    t_start = last_save = time.monotonic()
+
+    def minutes() -> float:
+        return minutes_before + (time.monotonic() - t_start) / 60
 
     def save(step: int) -> None:
         rngs = [None] * world
@@ -296,14 +187,13 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
         else:
             rngs = [rng_state(generator)]
         if rank == 0:
-            with atomic_path(checkpoint, ".pt") as tmp:
-                torch.save({"fingerprint": fingerprint, "step": step, "position": order.position(step),
-                            "model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
-                            "rng": rngs, "history": history}, tmp)
+            save_state(checkpoint, {"fingerprint": fingerprint, "step": step, "position": order.position(step),
+                                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "ema": ema.state_dict(), "rng": rngs, "history": history, "minutes": minutes()})
 
     model.train()
     sums, n_window, ex_window, t_window = {}, 0, 0, time.monotonic()
-    t_start = last_save = time.monotonic()
+    done = start
     steps = range(start, cfg.steps)
     for step in progress(steps, desc="train", every_s=60.0) if rank == 0 else steps:
         batch = collate([examples[i] for i in order.indices(step)]).to(device)
@@ -316,19 +206,26 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         done = step + 1
-        ema.update(model, done)
+        ema.update_parameters(model)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v  # tensors: no device sync per step
         n_window, ex_window = n_window + 1, ex_window + len(batch) * world
 
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        out_of_time = any_rank(cfg.max_minutes > 0 and minutes() >= cfg.max_minutes)
+        if done % cfg.log_every == 0 or done == cfg.steps or out_of_time:
             history.append({**_log_point(done, sums, n_window, ex_window, time.monotonic() - t_window),
-                            "lr": cfg.lr_at(step)})
+                            "lr": cfg.lr_at(step), "minutes": round(minutes(), 3)})
             if rank == 0:
                 h = history[-1]
                 log(f"[train] step {done}/{cfg.steps} " + " ".join(f"{k} {h[k]:.4f}" for k in TERMS if k in h)
                     + f" | lr {h['lr']:.2e} | {h['examples_per_s']:.1f} examples/s")
+                if on_log is not None:
+                    on_log(h)
             sums, n_window, ex_window, t_window = {}, 0, 0, time.monotonic()
+        if out_of_time:
+            if rank == 0:
+                log(f"[train] max_minutes={cfg.max_minutes} reached at step {done}: stopping")
+            break
         now = time.monotonic()
         due = ((cfg.checkpoint_every_s > 0 and now - last_save >= cfg.checkpoint_every_s)
                or (cfg.checkpoint_every_steps > 0 and done % cfg.checkpoint_every_steps == 0))
@@ -336,20 +233,23 @@ def train(model: DiffusEmpModel, examples: list[Example], schedule: Schedule, cf
             save(done)
             last_save = time.monotonic()
     train_s = time.monotonic() - t_start
-    save(cfg.steps)
+    save(done)
 
-    summary = {"steps": cfg.steps, "resumed_from_step": start, "world_size": world, "device": str(device),
+    summary = {"steps": done, "resumed_from_step": start, "world_size": world, "device": str(device),
                "batch_size": cfg.batch_size, "parameters": sum(p.numel() for p in model.parameters()),
-               "train_examples": len(examples), "epochs": round(cfg.steps * cfg.batch_size / len(examples), 3),
-               "wall_s_this_run": round(train_s, 1),
-               "examples_per_s_this_run": round((cfg.steps - start) * cfg.batch_size / train_s, 2) if train_s else None,
+               "train_examples": len(examples), "epochs": round(done * cfg.batch_size / len(examples), 3),
+               "train_minutes": round(minutes(), 2),
+               "examples_per_s_this_run": round((done - start) * cfg.batch_size / train_s, 2) if train_s else None,
                "final": {k: history[-1][k] for k in TERMS if history and k in history[-1]}}
+    texts = []
     if valid and rank == 0:
         summary["valid"] = held_out_loss(model, ema, schedule, valid, cfg.batch_size, seed)
+        summary["valid_accuracy_by_noise"] = accuracy_by_noise(model, ema, schedule, valid, cfg.batch_size, seed)
         if cfg.valid_sample_examples > 0:
-            summary["valid_sampling"] = held_out_sampling(model, ema, schedule, valid[:cfg.valid_sample_examples],
-                                                          cfg.batch_size, cfg.valid_sample_steps, seed)
-    return TrainResult(ema.weights(model), history, summary)
+            summary["valid_sampling"], texts = held_out_sampling(model, ema, schedule,
+                                                                 valid[:cfg.valid_sample_examples], cfg.batch_size,
+                                                                 cfg.valid_sample_steps, seed)
+    return TrainResult(ema_weights(model, ema), history, summary, texts)
 
 
 def _log_point(step: int, sums: dict, n: int, examples: int, seconds: float) -> dict:
@@ -361,107 +261,3 @@ def _log_point(step: int, sums: dict, n: int, examples: int, seconds: float) -> 
         means /= dist.get_world_size()
     return {"step": step, **{k: round(float(v), 6) for k, v in zip(keys, means)},
             "examples_per_s": round(examples / seconds, 2) if seconds > 0 else None}
-
-
-@contextmanager
-def ema_weights(model: DiffusEmpModel, ema: Ema):
-    """Run the block with the EMA weights loaded and dropout off; the model's own weights and mode come back after."""
-    own = {k: v.clone() for k, v in model.state_dict().items()}
-    was_training = model.training
-    model.load_state_dict(ema.weights(model))
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.load_state_dict(own)
-        model.train(was_training)
-
-
-@torch.no_grad()
-def held_out_loss(model: DiffusEmpModel, ema: Ema, schedule: Schedule, examples: list[Example], batch_size: int,
-                  seed: int) -> dict:
-    """Loss terms of the EMA weights on `examples`, with timesteps and noise from a fixed seed and dropout off, so the
-    figure is comparable between runs. -> {"examples": n, term: mean over examples}"""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-    sums, n = {}, 0
-    with ema_weights(model, ema):
-        for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
-            _, terms = training_loss(model, collate(chunk).to(device), schedule, generator=generator)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
-            n += len(chunk)
-    return {"examples": n, **{k: round(v / n, 6) for k, v in sums.items()}}
-
-
-@torch.no_grad()
-def held_out_sampling(model: DiffusEmpModel, ema: Ema, schedule: Schedule, examples: list[Example], batch_size: int,
-                      steps: int, seed: int) -> dict:
-    """How well the EMA weights regenerate held-out responses from their own (gold) controls: each example's response
-    is sampled (`steps` respaced reverse steps, at most T; noise from a fixed seed) and compared with the gold
-    WordPieces position by position; a missing or extra token counts as wrong.
-    -> {"examples", "steps", "token_accuracy": matches / max(len(gold), len(generated)) averaged over examples,
-        "exact": share of examples regenerated exactly}"""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-    steps = min(steps, len(schedule))  # a small test profile may have fewer than `steps` diffusion steps
-    accuracy, exact = [], []
-    with ema_weights(model, ema):
-        for i in range(0, len(examples), batch_size):
-            batch = collate(examples[i:i + batch_size]).to(device)  # the gold ids at response positions are replaced
-            generated = sample(model, batch, schedule, steps, generator=generator)  # by noise before the first step
-            gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())
-            for gen, ref in zip(generated, gold):
-                ref = ref[:-1].tolist()  # without END
-                accuracy.append(sum(a == b for a, b in zip(gen, ref)) / max(len(gen), len(ref), 1))
-                exact.append(gen == ref)
-    n = len(accuracy)
-    return {"examples": n, "steps": steps, "token_accuracy": round(sum(accuracy) / max(n, 1), 4),
-            "exact": round(sum(exact) / max(n, 1), 4)}
-
-
-# --- inputs --------------------------------------------------------------------------------------------------------
-
-def encode_rows(rows: list[Mapping], vocab: Vocab, cfg: ModelConfig, gold: bool = True) -> list[Example]:
-    """Encode controls-like rows (mappings with `context` and the CONTROL_FIELDS keys) as model inputs.
-
-    gold: the row's own response (`subword_ids`) fills the response positions (training, held-out loss); otherwise
-    they are placeholders to generate (sampling from a control source).
-    """
-    return [encode_example(r["context"], r, vocab, cfg, r["subword_ids"] if gold else None)
-            for r in progress(rows, desc="encode", every_s=30.0)]
-
-
-# --- the trained model folder --------------------------------------------------------------------------------------
-
-def save_model(out_dir, weights: dict[str, torch.Tensor], cfg: ModelConfig, vocab: Vocab) -> None:
-    """Write out_dir/{config.json, vocab.json, model.pt} (model.pt: the state dict `weights`, e.g. TrainResult.ema)."""
-    out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", cfg.to_dict())
-    vocab.save(out_dir / "vocab.json")
-    with atomic_path(out_dir / "model.pt", ".pt") as tmp:
-        torch.save(weights, tmp)
-
-
-def load_model(model_dir, device: str | torch.device = "cpu") -> tuple[DiffusEmpModel, Vocab]:
-    """The trained model (EMA weights, eval mode) and its vocab from a save_model folder."""
-    model_dir = Path(model_dir)
-    cfg = ModelConfig.from_dict(read_json(model_dir / "config.json", stage="train_diffusion"))
-    vocab = Vocab.load(model_dir / "vocab.json")
-    if not (model_dir / "model.pt").exists():
-        raise PipelineError(f"{model_dir / 'model.pt'} not found: build it with `dvc repro train_diffusion`")
-    model = DiffusEmpModel(cfg, vocab)
-    model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
-    return model.to(device).eval(), vocab
-
-
-def config_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, vocab: Vocab) -> dict:
-    """What a checkpoint must match to be resumed: model and training settings (except the step count and the
-    checkpoint / log cadence), the seed and the vocab."""
-    keep = {k: v for k, v in asdict(train_cfg).items()
-            if k not in ("steps", "checkpoint_every_s", "checkpoint_every_steps", "log_every", "valid_examples",
-                         "valid_sample_examples", "valid_sample_steps")}
-    vocab_json = json.dumps([vocab.wordpiece_size, vocab.tokens, vocab.out_ids])
-    return {"model": model_cfg.to_dict(), "train": keep, "seed": seed,
-            "vocab": hashlib.sha256(vocab_json.encode()).hexdigest()}

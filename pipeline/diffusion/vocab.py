@@ -20,6 +20,7 @@ from pipeline.io import read_json, write_json
 from pipeline.models import wordpiece_tokenizer
 
 PAD_ID = 0  # WordPiece [PAD]: padding and the placeholder of not-yet-generated response positions
+MASK_ID = 103  # WordPiece [MASK]: the absorbing state of the masked family (never an output id)
 SEP, END = "<sep>", "<end>"  # region separator (context | controls | response) and end of response
 SPECIALS = (SEP, END)
 CM_NULL = f"CM:{labels.CONTROL_NULL}"
@@ -63,8 +64,9 @@ class Vocab:
         `controls_df.to_dict("records")` of the train split): the SF tokens they use and, for cfg.vocab == "reduced",
         the WordPiece ids of their responses."""
         tok = wordpiece_tokenizer()
-        if tok.pad_token_id != PAD_ID:
-            raise PipelineError(f"WordPiece [PAD] has id {tok.pad_token_id}, expected {PAD_ID}: wrong tokenizer")
+        if (tok.pad_token_id, tok.mask_token_id) != (PAD_ID, MASK_ID):
+            raise PipelineError(f"WordPiece [PAD], [MASK] have ids {tok.pad_token_id}, {tok.mask_token_id}, expected "
+                                f"{PAD_ID}, {MASK_ID}: wrong tokenizer")
         wordpiece_size = len(tok)
         frames, response_ids = set(), set()
         for row in controls_rows:
@@ -76,7 +78,7 @@ class Vocab:
                   *(intent_token(i) for i in labels.INTENTS),
                   *(sf_token(s) for s in (*labels.SF_SPECIAL, *sorted(frames)))]
         end_id = wordpiece_size + tokens.index(END)
-        words = sorted(response_ids) if cfg.vocab == "reduced" else range(wordpiece_size)
+        words = sorted((response_ids if cfg.vocab == "reduced" else set(range(wordpiece_size))) - {MASK_ID})
         return cls(wordpiece_size, tokens, [*words, end_id])
 
     def save(self, path) -> None:
@@ -99,6 +101,10 @@ class Vocab:
     @property
     def end(self) -> int:
         return self._own[END]
+
+    @property
+    def mask(self) -> int:
+        return MASK_ID
 
     def cm_ids(self, present: Mapping[str, bool]) -> list[int]:
         """The 3 CM slot ids in labels.MECHANISMS order: the mechanism's token if present[m] else the null token."""

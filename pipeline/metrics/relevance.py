@@ -1,4 +1,5 @@
-"""Relevance: BERTScore F1 against the gold response and MIScore of the context given the response.
+"""Relevance and fluency: BERTScore F1 against the gold response, MIScore of the context given the response, and the
+fluency perplexity of the response alone.
 
 Neither of the paper's scorers can be had offline (DeBERTa-large-MNLI, a reverse DialoGPT-345M), so both run on
 models shipped in PyPI packages; the labels below say which, and the numbers are not comparable with the paper's.
@@ -16,7 +17,9 @@ from pipeline.progress import progress
 
 BERTSCORE_LABEL = "BERTScore F1, all-MiniLM-L6-v2 layer 6 (paper: deberta-large-mnli), no idf, no rescaling"
 MISCORE_LABEL = "MIScore, SmolLM2-135M-Instruct Q4_1 scoring response then context (paper: reverse DialoGPT-345M)"
+FLUENCY_LABEL = "fluency PPL, SmolLM2-135M-Instruct Q4_1 on the response alone after <|endoftext|> (not in the paper)"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DOCUMENT_START = "<|endoftext|>"  # SmolLM2's document separator: the condition of a text's first token
 
 
 class BertScore:
@@ -128,6 +131,33 @@ class MIScorer:
         return target_nll(self.model, pairs, self.batch_size, pad_id=0)
 
 
+class FluencyScorer:
+    """Per-token NLL of each text alone under SmolLM2, conditioned only on the document separator."""
+
+    def __init__(self, model, tokenizer, max_tokens: int = 128, batch_size: int = 16):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.start = tokenizer.convert_tokens_to_ids(DOCUMENT_START)
+
+    @classmethod
+    def load(cls, max_tokens: int = 128, batch_size: int = 16) -> "FluencyScorer":
+        return cls(*load_smollm2(), max_tokens=max_tokens, batch_size=batch_size)
+
+    def nll(self, texts: list[str]) -> np.ndarray:
+        """Mean NLL (nats per SmolLM2 token) of each text's first max_tokens tokens -> float64 [N]; NaN for an empty
+        text."""
+        pairs = [([self.start], self.tokenizer.encode(t.strip(), add_special_tokens=False)[:self.max_tokens])
+                 for t in texts]
+        return target_nll(self.model, pairs, self.batch_size, pad_id=0)
+
+
 def miscore(nll: np.ndarray) -> float:
     """System MIScore: exp of the mean per-example NLL (the geometric mean of per-example MIScores); NaN if none."""
     return math.exp(float(np.mean(nll))) if len(nll) else math.nan
+
+
+def fluency_ppl(nll: np.ndarray) -> float:
+    """System fluency perplexity: exp of the mean per-example NLL over the non-empty texts (the geometric mean of
+    per-example perplexities, as MIScore); NaN if none. Lower is more fluent; read it as a ratio to human text's."""
+    nll = nll[~np.isnan(nll)]
+    return math.exp(float(nll.mean())) if len(nll) else math.nan

@@ -76,6 +76,13 @@ def sentence_bleu(clipped: list[int], totals: list[int], hyp_len: int, ref_len: 
     return bp * math.exp(sum(log_p) / len(log_p))
 
 
+def pair_bleu(hypothesis: list[str], reference: list[str], max_n: int = 4) -> float:
+    """Sentence BLEU-max_n of one hypothesis against one reference (NLTK's definition and smoothing, as above)."""
+    hyp, ref = ngram_counts(hypothesis, max_n), ngram_counts(reference, max_n)
+    clipped = [sum((h & r).values()) for h, r in zip(hyp, ref)]
+    return sentence_bleu(clipped, [sum(h.values()) for h in hyp], len(hypothesis), len(reference))
+
+
 def self_bleu(outputs: list[list[str]], max_n: int = MAX_N) -> np.ndarray:
     """BLEU-max_n of each output against all the others -> float64 [N] in [0, 1]; all NaN when N < 2 (no reference)."""
     if len(outputs) < 2:

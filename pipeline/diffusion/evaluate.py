@@ -1,0 +1,88 @@
+"""Held-out figures of a model's EMA weights on valid examples, all with fixed seeds and dropout off, so runs compare:
+
+- held_out_loss: the training loss terms at uniformly drawn noise levels;
+- accuracy_by_noise: one-shot accuracy (predict the clean tokens in a single step) in each quarter of t, where an
+  under-trained model fails at the high-noise end (anchors.md section 7);
+- held_out_sampling: what the sampler makes of the examples' own gold controls, token by token against the gold
+  response, and the texts (for a fluency score).
+"""
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from pipeline.diffusion.ema import swapped_in
+from pipeline.diffusion.inputs import Example, collate
+from pipeline.diffusion.losses import training_loss
+from pipeline.diffusion.sampler import decode, sample
+from pipeline.diffusion.schedule import Schedule
+
+QUARTERS = 4
+
+
+def _batches(examples: list[Example], batch_size: int, device):
+    for i in range(0, len(examples), batch_size):
+        yield collate(examples[i:i + batch_size]).to(device)
+
+
+@torch.no_grad()
+def held_out_loss(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
+                  batch_size: int, seed: int) -> dict:
+    """Loss terms of the EMA weights on `examples` (noise levels and noise from a fixed seed).
+    -> {"examples": n, term: mean over examples}"""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    sums, n = {}, 0
+    with swapped_in(model, ema):
+        for batch in _batches(examples, batch_size, device):
+            _, terms = training_loss(model, batch, schedule, generator=generator)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+            n += len(batch)
+    return {"examples": n, **{k: round(v / n, 6) for k, v in sums.items()}}
+
+
+@torch.no_grad()
+def accuracy_by_noise(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
+                      batch_size: int, seed: int) -> dict:
+    """One-shot token accuracy of the EMA weights with t drawn uniformly within each quarter of 1..T.
+    -> {"q1": accuracy for t in [1, T/4], ..., "q4": t in (3T/4, T]} (q4 is the noisiest quarter)."""
+    device = next(model.parameters()).device
+    K = len(schedule)
+    out = {}
+    with swapped_in(model, ema):
+        for q in range(QUARTERS):
+            generator = torch.Generator(device).manual_seed(seed + q)
+            lo, hi = q * K // QUARTERS + 1, (q + 1) * K // QUARTERS
+            right, total = 0.0, 0
+            for batch in _batches(examples, batch_size, device):
+                t = torch.randint(lo, hi + 1, (len(batch),), generator=generator, device=device)
+                _, terms = training_loss(model, batch, schedule, t=t, generator=generator)
+                right, total = right + float(terms["accuracy"]) * len(batch), total + len(batch)
+            out[f"q{q + 1}"] = round(right / max(total, 1), 4)
+    return out
+
+
+@torch.no_grad()
+def held_out_sampling(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
+                      batch_size: int, steps: int, seed: int) -> tuple[dict, list[str]]:
+    """How well the EMA weights regenerate held-out responses from their own (gold) controls: each response is
+    sampled (`steps` reverse steps, at most T; noise from a fixed seed) and compared with the gold WordPieces position
+    by position; a missing or extra token counts as wrong.
+    -> ({"examples", "steps", "token_accuracy": matches / max(len(gold), len(generated)) averaged over examples,
+         "exact": share regenerated exactly}, the generated texts)"""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    steps = min(steps, len(schedule))  # a small test profile may have fewer than `steps` diffusion steps
+    accuracy, exact, texts = [], [], []
+    with swapped_in(model, ema):
+        for batch in _batches(examples, batch_size, device):
+            generated = sample(model, batch, schedule, steps, generator=generator)  # gold ids at response positions
+            gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())  # are hidden or noised first
+            for gen, ref in zip(generated, gold):
+                ref = ref[:-1].tolist()  # without END
+                accuracy.append(sum(a == b for a, b in zip(gen, ref)) / max(len(gen), len(ref), 1))
+                exact.append(gen == ref)
+                texts.append(decode(gen))
+    n = len(accuracy)
+    return {"examples": n, "steps": steps, "token_accuracy": round(sum(accuracy) / max(n, 1), 4),
+            "exact": round(sum(exact) / max(n, 1), 4)}, texts

@@ -1,0 +1,114 @@
+"""Quality per training minute: train each candidate design and measure what sampling produces along the way.
+
+A design is a set of overrides of params.yaml's `model` and `train` sections. Each design trains once; at every mark
+(minutes of training, or optimizer steps) the run pauses, and the EMA weights are scored on held-out valid examples
+(evaluate.py: loss, one-shot accuracy per quarter of t, sampling token accuracy) plus the SmolLM2 fluency of the
+sampled texts. The pauses are checkpoint resumes of the ordinary trainer, so a mark's figures are those of a run
+stopped there. The lr schedule is taken over the whole sweep (use lr_decay: none for an anytime curve: a linear decay
+would anneal only at the last mark).
+
+Minutes are the training minutes of the machine the sweep ran on. A sweep run on a GPU in steps gives CPU minutes as
+an estimate: steps x batch / the design's CPU examples/s measured on the default machine class (`cpu_examples_per_s`
+in the designs file), labelled as such (`cpu_minutes_est`).
+"""
+import json
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.diffusion.bench import matmul_peak_gflops, training_throughput
+from pipeline.diffusion.checkpoint import config_fingerprint
+from pipeline.diffusion.config import ModelConfig, TrainConfig
+from pipeline.diffusion.inputs import collate, encode_rows
+from pipeline.diffusion.model import build_model
+from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.trainer import train
+from pipeline.diffusion.vocab import Vocab
+from pipeline.errors import PipelineError
+from pipeline.metrics.relevance import fluency_ppl
+from pipeline.progress import log
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """base with overrides applied key by key, one level of sections deep (model / train)."""
+    unknown = set(overrides) - {"model", "train"}
+    if unknown:
+        raise PipelineError(f"sweep design overrides {sorted(unknown)}: only `model` and `train` can be overridden")
+    out = copy.deepcopy(base)
+    for name, values in overrides.items():
+        out[name] = {**out.get(name, {}), **(values or {})}
+    return out
+
+
+def run_design(name: str, params: dict, overrides: dict, train_rows: list[dict], valid_rows: list[dict],
+               marks: list[float], unit: str, workdir: Path, device: torch.device,
+               fluency_nll: Callable[[list[str]], np.ndarray] | None, cpu_examples_per_s: float | None) -> list[dict]:
+    """Train design `name` up to each mark in turn (unit "minutes" or "steps") -> one figures row per mark.
+    fluency_nll: None leaves fluency_ppl NaN (score the saved texts later: `fluency_column`)."""
+    p = merged(params, overrides)
+    model_cfg, seed = ModelConfig.from_dict(p["model"]), p["seed"]
+    train_base = {**p["train"], "checkpoint_every_s": 0, "checkpoint_every_steps": 0}
+    if unit == "minutes":  # enough steps never to be the limit; the minutes stop each leg
+        train_base["steps"] = max(int(train_base["steps"]), 10 ** 7)
+    vocab = Vocab.build(train_rows, model_cfg)
+    examples, valid = encode_rows(train_rows, vocab, model_cfg), encode_rows(valid_rows, vocab, model_cfg)
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, vocab).to(device)
+    schedule = Schedule(model_cfg.T, model_cfg.noise_offset)
+    checkpoint = workdir / f"{name}.pt"
+    checkpoint.unlink(missing_ok=True)
+    rows = []
+    for mark in marks:
+        leg = {**train_base, **({"max_minutes": mark} if unit == "minutes" else {"steps": int(mark)})}
+        cfg = TrainConfig.from_dict(leg)
+        result = train(model, examples, schedule, cfg, seed, checkpoint, config_fingerprint(model_cfg, cfg, seed, vocab),
+                       valid)
+        s = result.summary
+        row = {"design": name, "family": model_cfg.family, "mark": mark, "unit": unit, "steps": s["steps"],
+               "batch_size": cfg.batch_size,
+               "minutes": s["train_minutes"], "device": s["device"], "examples_per_s": s["examples_per_s_this_run"],
+               "cpu_minutes_est": (s["steps"] * cfg.batch_size / cpu_examples_per_s / 60
+                                   if cpu_examples_per_s else None),
+               "valid_loss": s["valid"]["loss"], "valid_accuracy": s["valid"]["accuracy"],
+               **{f"accuracy_{q}": v for q, v in s["valid_accuracy_by_noise"].items()},
+               "sampling_accuracy": s["valid_sampling"]["token_accuracy"],
+               "fluency_ppl": fluency_ppl(fluency_nll(result.valid_texts)) if fluency_nll else float("nan"),
+               "texts": json.dumps(result.valid_texts)}
+        log(f"[sweep] {name} @ {mark} {unit}: step {row['steps']}, sampling accuracy {row['sampling_accuracy']}, "
+            f"fluency PPL {row['fluency_ppl']:.1f}; e.g. {result.valid_texts[0]!r}")
+        rows.append(row)
+    return rows
+
+
+def cpu_minutes(table, cpu_examples_per_s: dict[str, float]):
+    """The table with cpu_minutes_est = steps x batch_size / the design's CPU examples/s / 60 (NaN for a design
+    without a speed)."""
+    table = table.copy()
+    speed = table["design"].map(cpu_examples_per_s).astype(float)
+    table["cpu_minutes_est"] = (table["steps"] * table["batch_size"] / speed / 60).round(2)
+    return table
+
+
+def fluency_column(table, fluency_nll: Callable[[list[str]], np.ndarray]):
+    """Fill the NaN fluency_ppl cells of a sweep table from its saved texts (a GPU sweep has no SmolLM2)."""
+    table = table.copy()
+    todo = table["fluency_ppl"].isna()
+    table.loc[todo, "fluency_ppl"] = [fluency_ppl(fluency_nll(json.loads(t))) for t in table.loc[todo, "texts"]]
+    return table
+
+
+def design_speed(params: dict, overrides: dict, train_rows: list[dict], steps: int, device: torch.device) -> dict:
+    """Training speed of a design on this machine: `steps` timed AdamW steps (after one warm-up) on a seeded batch
+    of real training rows (bench.training_throughput) -> its figures (examples_per_s, ...)."""
+    p = merged(params, overrides)
+    model_cfg, batch_size = ModelConfig.from_dict(p["model"]), int(p["train"]["batch_size"])
+    vocab = Vocab.build(train_rows, model_cfg)
+    pick = np.random.default_rng(p["seed"]).choice(len(train_rows), size=batch_size, replace=False)
+    batch = collate(encode_rows([train_rows[i] for i in pick], vocab, model_cfg)).to(device)
+    torch.manual_seed(p["seed"])
+    model = build_model(model_cfg, vocab).to(device)
+    return training_throughput(model, batch, Schedule(model_cfg.T, model_cfg.noise_offset), steps,
+                               matmul_peak_gflops(device))

@@ -1,0 +1,84 @@
+"""Quality per training minute of candidate designs -> plots/quality_vs_minutes.csv (+ .png): held-out sampling
+accuracy, SmolLM2 fluency and one-shot accuracy per quarter of t at each mark of each design's training.
+
+Not a stage of the default DAG (it trains every design: hours on 2 cores); run it by hand or on a GPU:
+    python -m stages.sweep --designs sweeps/quality_vs_minutes.yaml
+    python -m stages.sweep --designs sweeps/gpu_steps.yaml --no-fluency   # where SmolLM2 is not installed; then
+    python -m stages.sweep --designs sweeps/gpu_steps.yaml --rescore plots/quality_vs_minutes.csv
+        # fills in fluency from the saved texts, and the CPU-minute estimate from the designs file's speeds
+    python -m stages.sweep --designs sweeps/gpu_steps.yaml --speed-steps 5  # each design's examples/s on this machine
+Designs and marks: docs/diffusion.md.
+"""
+from pathlib import Path
+
+import pandas as pd
+import torch
+import typer
+import yaml
+
+from pipeline.cli import guard
+from pipeline.diffusion.sweep import cpu_minutes, design_speed, fluency_column, run_design
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, read_frame, write_json
+from pipeline.metrics.relevance import FluencyScorer
+from pipeline.params import load_params, value
+from pipeline.plots import render_sweep
+from pipeline.schemas import CONTROLS
+
+app = typer.Typer(add_completion=False)
+
+
+def write(table: pd.DataFrame, out: str, png: str) -> None:
+    with atomic_path(out, ".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    render_sweep(table, png)
+
+
+@app.command()
+@guard
+def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/signals/controls.parquet",
+         only: list[str] = typer.Option([], help="run only these designs (default: all in the file)"),
+         fluency: bool = typer.Option(True, help="score fluency with SmolLM2 now (--no-fluency: later, --rescore)"),
+         rescore: str = typer.Option("", help="a sweep CSV whose missing fluency to fill in; nothing is trained"),
+         speed_steps: int = typer.Option(0, help="> 0: only time this many training steps of each design"),
+         speed_out: str = "metrics/timings/sweep_speed.json",
+         out: str = "plots/quality_vs_minutes.csv", png: str = "plots/quality_vs_minutes.png",
+         workdir: str = "models/sweep", params: str = "params.yaml") -> None:
+    spec = yaml.safe_load(Path(designs).read_text())
+    if rescore:
+        table = fluency_column(pd.read_csv(rescore), FluencyScorer.load().nll)
+        if spec.get("cpu_examples_per_s"):
+            table = cpu_minutes(table, spec["cpu_examples_per_s"])
+        write(table, out, png)
+        return
+    unit = "steps" if "steps" in spec else "minutes"
+    marks = [float(m) for m in spec.get(unit) or []]
+    if not marks or not spec.get("designs"):
+        raise PipelineError(f"{designs} needs `minutes:` or `steps:` (a list of marks) and `designs:` (name -> "
+                            "overrides of the model/train sections)")
+    picked = {k: v for k, v in spec["designs"].items() if not only or k in only}
+    speeds = spec.get("cpu_examples_per_s") or {}
+    p = load_params(params)
+    df = read_frame(controls, CONTROLS, stage="controls")
+    train_rows = df[df["split"] == "train"].to_dict("records")
+    valid_df = df[df["split"] == "valid"]
+    n_valid = int(spec.get("valid_examples", 64))
+    valid_rows = valid_df.sample(n=min(n_valid, len(valid_df)), random_state=value(p, "seed", int))
+    p["train"] = {**p["train"], "valid_examples": n_valid, "valid_sample_examples": n_valid}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if speed_steps > 0:
+        write_json(speed_out, {"device": str(device), "threads": torch.get_num_threads(),
+                               **{name: design_speed(p, o or {}, train_rows, speed_steps, device)
+                                  for name, o in picked.items()}})
+        return
+    nll = FluencyScorer.load().nll if fluency else None
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, overrides in picked.items():
+        rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), marks, unit,
+                           Path(workdir), device, nll, speeds.get(name))
+        write(pd.DataFrame(rows), out, png)  # after every design: a killed sweep keeps what it measured
+
+
+if __name__ == "__main__":
+    app()

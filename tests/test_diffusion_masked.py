@@ -1,0 +1,150 @@
+"""The masked (absorbing-state) family: the forward process, the loss, the unmasking schedule and sampler."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.diffusion.config import ModelConfig
+from pipeline.diffusion.inputs import collate, encode_example
+from pipeline.diffusion.losses import hide, training_loss
+from pipeline.diffusion.mask import control_range_mask
+from pipeline.diffusion.model import MaskedDiffusEmpModel, build_model
+from pipeline.diffusion.sampler import decode, sample, still_hidden
+from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.vocab import MASK_ID, Vocab
+from test_diffusion_core import ROWS
+
+CFG = ModelConfig(family="masked", width=64, layers=2, heads=4, ffn=128, dropout=0.0, max_len=64, max_context=16)
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return Vocab.build(ROWS, CFG)
+
+
+def gold_batch(vocab):
+    return collate([encode_example(["hello"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
+
+
+def test_hide_touches_only_response_positions_at_the_given_rate(vocab):
+    batch = gold_batch(vocab)
+    g = torch.Generator().manual_seed(0)
+    ids, hidden = hide(batch, torch.zeros(len(batch)), MASK_ID, g)
+    assert not hidden.any() and torch.equal(ids, batch.ids)
+    ids, hidden = hide(batch, torch.ones(len(batch)), MASK_ID, g)
+    assert torch.equal(hidden, batch.is_response) and (ids[hidden] == MASK_ID).all()
+    assert torch.equal(ids[~hidden], batch.ids[~hidden])  # context, separators, controls, padding: untouched
+    big = collate([encode_example(["hello"], ROWS[3], vocab, CFG, ROWS[3]["subword_ids"])] * 400)
+    _, hidden = hide(big, torch.full((400,), 0.3), MASK_ID, g)
+    assert abs(hidden.sum().item() / big.is_response.sum().item() - 0.3) < 0.03
+
+
+def test_loss_is_the_cross_entropy_at_the_hidden_positions(vocab):
+    """Recompute the loss by hand from the same draws: t / T is the hiding rate."""
+    torch.manual_seed(0)
+    model, batch, schedule = build_model(CFG, vocab), gold_batch(vocab), Schedule(CFG.T)
+    assert isinstance(model, MaskedDiffusEmpModel)
+    t = torch.tensor([500, 1000, 1500, 2000])
+    loss, terms = training_loss(model.eval(), batch, schedule, t=t, generator=torch.Generator().manual_seed(3))
+    ids, hidden = hide(batch, t / CFG.T, MASK_ID, torch.Generator().manual_seed(3))
+    logits = model.logits(model(ids, control_range_mask(batch, CFG.mask, CFG.signals))[hidden])
+    expected = F.cross_entropy(logits, batch.target[hidden]).detach()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert set(terms) == {"ce", "loss", "accuracy"}
+    assert hidden[3].sum() == batch.is_response[3].sum()  # t = T hides every response token
+
+
+def test_unmasking_schedule_is_cosine_and_ends_with_nothing_hidden():
+    n = torch.tensor([10, 7, 1])
+    # floor(n * cos(pi/2 * k/4)) for k = 1..3, then 0
+    assert [still_hidden(n, k, 4).tolist() for k in range(1, 5)] == [
+        [math.floor(x * math.cos(math.pi / 2 * k / 4)) for x in (10, 7, 1)] for k in (1, 2, 3)] + [[0, 0, 0]]
+    assert [still_hidden(n, k, 4).tolist() for k in range(1, 4)] == [[9, 6, 0], [7, 4, 0], [3, 2, 0]]
+
+
+def test_sampler_reveals_the_scheduled_count_per_step_and_keeps_what_it_revealed(vocab, monkeypatch):
+    """Spy on the model's input at every step: hidden counts follow still_hidden, revealed tokens never change,
+    non-response positions are never touched."""
+    torch.manual_seed(0)
+    model = build_model(CFG, vocab).eval()
+    batch = collate([encode_example(["hello"], r, vocab, CFG) for r in ROWS])
+    seen, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, attn: seen.append(ids.clone()) or forward(ids, attn))
+    out = sample(model, batch, Schedule(CFG.T), steps=3)
+    n = batch.is_response.sum(1)
+    assert len(seen) == 3 and (seen[0][batch.is_response] == MASK_ID).all()
+    for k, ids in enumerate(seen[1:], start=1):
+        assert torch.equal((ids == MASK_ID).sum(1), still_hidden(n, k, 3))
+        assert torch.equal(ids[~batch.is_response], seen[0][~batch.is_response])
+        was = seen[k - 1] != MASK_ID
+        assert torch.equal(ids[was], seen[k - 1][was])
+    assert len(out) == len(ROWS) and all(MASK_ID not in o for o in out)
+
+
+def test_tiny_masked_model_overfits_and_regenerates_from_controls(vocab):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    train = gold_batch(vocab)
+    test = collate([encode_example(["hello"], r, vocab, CFG) for r in ROWS])  # no response: controls only
+    model, schedule = build_model(CFG, vocab), Schedule(CFG.T)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        loss, terms = training_loss(model, train, schedule, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(terms["ce"]) < 0.1
+    for steps in (None, 2):  # one token per step, and two steps
+        out = sample(model, test, schedule, steps=steps)
+        assert out == [r["subword_ids"] for r in ROWS], (steps, [decode(o) for o in out])
+    drawn = sample(model, test, schedule, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    assert drawn == sample(model, test, schedule, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    assert decode(out[2]) == "when do you leave?"
+
+
+def test_overlap_and_mbr_by_hand():
+    from pipeline.diffusion.generate import mbr_pick, overlap
+
+    # unigrams {a, b, c} vs {a, b, d}: F1 2/3; bigrams {ab, bc} vs {ab, bd}: F1 1/2
+    assert overlap("a b c", "A B d") == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert overlap("", "") == 1.0 and overlap("a", "") == 0.0
+    assert mbr_pick(["x y z", "a b c", "a b d"]) == 1  # ties between 1 and 2 go to the first
+    assert mbr_pick(["only"]) == 0
+
+
+def test_masked_edit_keeps_the_candidate_outside_the_hidden_positions(vocab, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(CFG, vocab).eval()
+    batch = gold_batch(vocab)  # the candidate's tokens at the response positions
+    seen, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, attn: seen.append(ids.clone()) or forward(ids, attn))
+    sample(model, batch, Schedule(CFG.T), steps=2, generator=torch.Generator().manual_seed(0), strength=0.5)
+    first = seen[0]
+    shown = batch.is_response & (first != MASK_ID)
+    assert torch.equal(first[shown], batch.ids[shown]) and 0 < int((first == MASK_ID).sum()) < int(batch.is_response.sum())
+    with pytest.raises(Exception, match="strength"):
+        sample(model, batch, Schedule(CFG.T), steps=2, strength=0.0)
+
+
+def test_minilm_init_reuses_the_pretrained_encoder_and_round_trips(vocab, tmp_path):
+    from transformers import BertModel
+
+    from pipeline.diffusion.checkpoint import load_model, save_model
+    from pipeline.models import minilm_path
+
+    cfg = ModelConfig(**{**CFG.to_dict(), "init": "minilm", "width": 384, "heads": 12, "ffn": 1536, "layers": 2})
+    torch.manual_seed(0)
+    model = build_model(cfg, vocab).eval()
+    original = BertModel.from_pretrained(minilm_path(), add_pooling_layer=False)
+    assert len(model.encoder.encoder.layer) == 2 and model.embedding.num_embeddings == vocab.size
+    assert torch.equal(model.embedding.weight[:vocab.wordpiece_size], original.embeddings.word_embeddings.weight)
+    assert torch.equal(model.encoder.encoder.layer[1].output.dense.weight, original.encoder.layer[1].output.dense.weight)
+    save_model(tmp_path / "m", model.state_dict(), cfg, vocab)
+    loaded, _ = load_model(tmp_path / "m")
+    batch = gold_batch(vocab)
+    attn = control_range_mask(batch, cfg.mask, cfg.signals)
+    assert torch.allclose(loaded(batch.ids, attn), model(batch.ids, attn))
+    with pytest.raises(Exception, match="init=minilm needs"):
+        ModelConfig(family="masked", init="minilm", width=256)

@@ -1,0 +1,38 @@
+"""The quality-per-minute sweep: designs merge into params, each mark is a resumed run of the same training."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.diffusion.sweep import fluency_column, merged, run_design
+from pipeline.errors import PipelineError
+from test_trainer import SENTENCES, control_row
+
+PARAMS = {"seed": 1,
+          "model": {"emb_dim": 16, "width": 32, "layers": 1, "heads": 2, "ffn": 64, "max_len": 48, "max_context": 8,
+                    "T": 50},
+          "train": {"steps": 100, "batch_size": 4, "lr": 1e-3, "log_every": 2, "valid_examples": 2,
+                    "valid_sample_examples": 2, "valid_sample_steps": 3}}
+
+
+def test_merged_overrides_one_section_deep_and_refuses_other_sections():
+    out = merged(PARAMS, {"model": {"family": "masked"}})
+    assert out["model"]["family"] == "masked" and out["model"]["width"] == 32 and "family" not in PARAMS["model"]
+    with pytest.raises(PipelineError, match="only `model` and `train`"):
+        merged(PARAMS, {"sample": {"steps": 3}})
+
+
+def test_each_mark_continues_the_same_run(tmp_path):
+    torch.set_num_threads(1)
+    rows = [control_row(*s) for s in SENTENCES] * 2
+    out = run_design("masked", PARAMS, {"model": {"family": "masked"}}, rows, rows[:2], [2, 4], "steps", tmp_path,
+                     torch.device("cpu"), fluency_nll=None, cpu_examples_per_s=8.0)
+    assert [r["steps"] for r in out] == [2, 4] and [r["family"] for r in out] == ["masked"] * 2
+    assert out[1]["cpu_minutes_est"] == pytest.approx(4 * 4 / 8.0 / 60)
+    assert all(math.isnan(r["fluency_ppl"]) and len(json.loads(r["texts"])) == 2 for r in out)
+    assert set(out[0]) >= {"sampling_accuracy", "accuracy_q1", "accuracy_q4", "valid_loss"}
+    table = fluency_column(pd.DataFrame(out), lambda texts: np.full(len(texts), math.log(20.0)))
+    assert table["fluency_ppl"].tolist() == pytest.approx([20.0, 20.0])
