@@ -76,8 +76,8 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
     rows = []
     for name, overrides in picked.items():
         rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), marks, unit,
-                           Path(workdir), device, nll, speeds.get(name))
-        write(pd.DataFrame(rows), out, png)  # after every design: a killed sweep keeps what it measured
+                           Path(workdir), device, nll)
+        write(cpu_minutes(pd.DataFrame(rows), speeds), out, png)  # after every design: a killed sweep keeps it
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.diffusion.sweep import fluency_column, merged, run_design
+from pipeline.diffusion.sweep import cpu_minutes, fluency_column, merged, run_design
 from pipeline.errors import PipelineError
 from test_trainer import SENTENCES, control_row
 
@@ -29,9 +29,9 @@ def test_each_mark_continues_the_same_run(tmp_path):
     torch.set_num_threads(1)
     rows = [control_row(*s) for s in SENTENCES] * 2
     out = run_design("masked", PARAMS, {"model": {"family": "masked"}}, rows, rows[:2], [2, 4], "steps", tmp_path,
-                     torch.device("cpu"), fluency_nll=None, cpu_examples_per_s=8.0)
+                     torch.device("cpu"), fluency_nll=None)
     assert [r["steps"] for r in out] == [2, 4] and [r["family"] for r in out] == ["masked"] * 2
-    assert out[1]["cpu_minutes_est"] == pytest.approx(4 * 4 / 8.0 / 60)
+    assert cpu_minutes(pd.DataFrame(out), {"masked": 8.0})["cpu_minutes_est"][1] == round(4 * 4 / 8.0 / 60, 2)
     assert all(math.isnan(r["fluency_ppl"]) and len(json.loads(r["texts"])) == 2 for r in out)
     assert set(out[0]) >= {"sampling_accuracy", "accuracy_q1", "accuracy_q4", "valid_loss"}
     table = fluency_column(pd.DataFrame(out), lambda texts: np.full(len(texts), math.log(20.0)))

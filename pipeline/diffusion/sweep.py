@@ -11,8 +11,8 @@ Minutes are the training minutes of the machine the sweep ran on. A sweep run on
 an estimate: steps x batch / the design's CPU examples/s measured on the default machine class (`cpu_examples_per_s`
 in the designs file), labelled as such (`cpu_minutes_est`).
 """
-import json
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,9 +45,10 @@ def merged(base: dict, overrides: dict) -> dict:
 
 def run_design(name: str, params: dict, overrides: dict, train_rows: list[dict], valid_rows: list[dict],
                marks: list[float], unit: str, workdir: Path, device: torch.device,
-               fluency_nll: Callable[[list[str]], np.ndarray] | None, cpu_examples_per_s: float | None) -> list[dict]:
+               fluency_nll: Callable[[list[str]], np.ndarray] | None) -> list[dict]:
     """Train design `name` up to each mark in turn (unit "minutes" or "steps") -> one figures row per mark.
-    fluency_nll: None leaves fluency_ppl NaN (score the saved texts later: `fluency_column`)."""
+    fluency_nll: None leaves fluency_ppl NaN (score the saved texts later: `fluency_column`). The CPU-minute estimate
+    is added to the whole table by `cpu_minutes`."""
     p = merged(params, overrides)
     model_cfg, seed = ModelConfig.from_dict(p["model"]), p["seed"]
     train_base = {**p["train"], "checkpoint_every_s": 0, "checkpoint_every_steps": 0}
@@ -70,8 +71,6 @@ def run_design(name: str, params: dict, overrides: dict, train_rows: list[dict],
         row = {"design": name, "family": model_cfg.family, "mark": mark, "unit": unit, "steps": s["steps"],
                "batch_size": cfg.batch_size,
                "minutes": s["train_minutes"], "device": s["device"], "examples_per_s": s["examples_per_s_this_run"],
-               "cpu_minutes_est": (s["steps"] * cfg.batch_size / cpu_examples_per_s / 60
-                                   if cpu_examples_per_s else None),
                "valid_loss": s["valid"]["loss"], "valid_accuracy": s["valid"]["accuracy"],
                **{f"accuracy_{q}": v for q, v in s["valid_accuracy_by_noise"].items()},
                "sampling_accuracy": s["valid_sampling"]["token_accuracy"],
