@@ -19,6 +19,7 @@ from pipeline.diffusion.inputs import collate, encode_rows
 from pipeline.diffusion.sampler import decode, sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
+from pipeline.metrics.diversity import ngrams
 from pipeline.progress import progress
 
 
@@ -33,17 +34,13 @@ def eval_subset(example_ids: Sequence[str], n: int | None, seed: int) -> list[st
     return sorted(ids[i] for i in pick)
 
 
-def ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
 def overlap(a: str, b: str) -> float:
     """Mean of the unigram and bigram multiset F1 of two texts (lower-cased, whitespace tokens), over the orders that
     either text has n-grams of; 1 for two empty texts."""
     ta, tb = a.lower().split(), b.lower().split()
     scores = []
     for n in (1, 2):
-        x, y = ngrams(ta, n), ngrams(tb, n)
+        x, y = Counter(ngrams(ta, n)), Counter(ngrams(tb, n))
         total = sum(x.values()) + sum(y.values())
         if total:
             scores.append(2 * sum((x & y).values()) / total)
