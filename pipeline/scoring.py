@@ -130,7 +130,7 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
     summary = {
         "bertscore_f1_minilm": mean(per["bertscore_f1"]),
         "miscore_smollm2": miscore(nll),
-        "fluency_ppl_smollm2": fluency_ppl(scorers.fluency_nll([t.lower() for t in texts])),  # the model is uncased
+        "fluency_ppl_smollm2": fluency_ppl(scorers.fluency_nll(list(texts))),
         "empty_outputs": sum(not t.strip() for t in texts),
         "bleu4_to_source": 100.0 * mean([pair_bleu(t, [w.lower() for w in src])
                                          for t, src in zip(tokens, outputs["words"])]),

@@ -1,15 +1,17 @@
 """Stage bench: throughput of the trained model's configuration on this machine -> metrics/bench.json (training
-examples/s and GFLOP/s next to the matmul peak, sampling responses/s with the most steps and with the default, peak
-memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
+examples/s and GFLOP/s next to the matmul peak, sampling responses/s with the most steps and with the default, the
+whole default decoding's responses/s (draws + rerank), peak memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
 import torch
 import typer
 
 from pipeline.cli import guard
 from pipeline.diffusion.bench import BenchParams, run_bench
 from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.config import SampleConfig, TrainConfig
+from pipeline.diffusion.config import TrainConfig
+from pipeline.diffusion.generate import SampleConfig
 from pipeline.diffusion.inputs import encode_rows
 from pipeline.io import read_frame, write_json
+from pipeline.metrics.relevance import FluencyScorer
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CONTROLS
 from pipeline.seeding import seed_everything
@@ -32,8 +34,9 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
     df = read_frame(controls, CONTROLS, stage="controls")
     train_rows = df[df["split"] == "train"].sample(n=batch_size, random_state=seed).to_dict("records")
     test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
-    figures = run_bench(net, encode_rows(train_rows, vocab, net.cfg), encode_rows(test_rows, vocab, net.cfg, False),
-                        cfg.train_steps, sample_cfg)
+    fluency_nll = FluencyScorer.load().nll if sample_cfg.rerank == "fluency" else None
+    figures = run_bench(net, vocab, encode_rows(train_rows, vocab, net.cfg), test_rows, cfg.train_steps, sample_cfg,
+                        fluency_nll)
     write_json(out, figures)
 
 

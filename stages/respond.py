@@ -13,7 +13,7 @@ import typer
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.errors import PipelineError
-from pipeline.diffusion.config import SampleConfig
+from pipeline.diffusion.generate import RERANKS, SampleConfig
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.respond import Overrides, Responder, read_contexts
@@ -57,15 +57,15 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          strength: float = typer.Option(None, help="With --init candidate: how much to change, in (0, 1] "
                                                    "(default: sample.edit_strength)."),
          samples: int = typer.Option(None, help="Draws per response, reranked (default: sample.num_samples)."),
-         rerank: str = typer.Option(None, help="none | mbr: which draw to keep (default: sample.rerank)."),
+         rerank: str = typer.Option(None, help="none | mbr | fluency: which draw to keep (default: sample.rerank)."),
          index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
          params: str = "params.yaml") -> None:
     p = load_params(params)
     sampling = section(p, "sample", SampleConfig)
     sampling = SampleConfig(**{**sampling.__dict__, **({"num_samples": samples} if samples is not None else {}),
                                **({"rerank": rerank} if rerank is not None else {})})
-    if sampling.rerank not in ("none", "mbr"):
-        raise PipelineError(f"--rerank {sampling.rerank}: use none or mbr")
+    if sampling.rerank not in RERANKS:
+        raise PipelineError(f"--rerank {sampling.rerank}: use one of {', '.join(RERANKS)}")
     if init not in ("noise", "candidate"):
         raise PipelineError(f"--init {init}: use noise or candidate")
     if init == "candidate" and frames:

@@ -1,10 +1,12 @@
 """Stage sample (foreach mode: retrieved, oracle, edit): one generated response per (test example, candidate) of a
 control source -> data/samples/<mode>.parquet (schema SAMPLES: example id, candidate rank, control sequence, text).
 
-retrieved: data/retrieval/candidates.parquet (k candidates per query: the paper's diverse responses), from noise;
+retrieved: data/retrieval/candidates.parquet (the first `sample.candidates` of the k candidates per query; all k
+are the paper's diverse responses, the scored systems read the first), from noise;
 oracle: data/retrieval/oracle.parquet (the gold response's own controls), from noise; edit: the retrieved candidates
 again, each generation starting from the candidate's own response at `sample.edit_strength` (retrieve-and-edit).
-`sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode.
+`sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode. With
+`sample.rerank: fluency` the draws are scored by SmolLM2 (the fluency metric's own model: say so next to its figures).
 """
 import pandas as pd
 import torch
@@ -13,10 +15,10 @@ import typer
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.config import SampleConfig
-from pipeline.diffusion.generate import eval_subset, generate
+from pipeline.diffusion.generate import SampleConfig, control_rows, generate
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
+from pipeline.metrics.relevance import FluencyScorer
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CANDIDATES, CONTROLS, SAMPLES
 from pipeline.seeding import seed_everything
@@ -38,21 +40,13 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit")
     seed_everything(seed)
     net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
 
-    ctrl = read_frame(controls, CONTROLS, stage="controls")
-    split = ctrl[ctrl["split"] == cfg.split]
-    ids = eval_subset(split["example_id"], cfg.subset, seed)
-    cands = read_frame(candidates, CANDIDATES, stage="retrieve")
-    cands = cands[cands["example_id"].isin(set(ids))].sort_values(["example_id", "rank"], ignore_index=True)
-    missing = sorted(set(ids) - set(cands["example_id"]))
-    if missing:
-        raise PipelineError(f"{candidates} has no {mode} candidates for {len(missing)} {cfg.split} examples (e.g. "
-                            f"{missing[0]}): rebuild it with `dvc repro retrieve`")
-
-    context = dict(zip(split["example_id"], split["context"]))
-    rows = [{**row, "context": context[row["example_id"]]} for row in cands.to_dict("records")]
-    texts = generate(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0)
+    rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
+                        read_frame(candidates, CANDIDATES, stage="retrieve"), cfg, seed, candidates)
+    fluency_nll = FluencyScorer.load().nll if cfg.rerank == "fluency" else None
+    texts = generate(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0,
+                     fluency_nll=fluency_nll)
     write_frame(out, pd.DataFrame({
-        "example_id": cands["example_id"], "rank": cands["rank"],
+        "example_id": [r["example_id"] for r in rows], "rank": [r["rank"] for r in rows],
         "control_sequence": [control_sequence(r, net.cfg.signals) for r in rows], "text": texts}), SAMPLES)
 
 

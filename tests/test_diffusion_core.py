@@ -186,3 +186,6 @@ def test_decode_closes_up_contractions_decimals_and_brackets():
     tok = wordpiece_tokenizer()
     text = "I'm sure you don't know, it's fine! Isn't it 2.5 (maybe)? That's my dog's toy, y'all."
     assert decode(tok(text, add_special_tokens=False)["input_ids"]) == text.lower()
+    # "do" + "n" + "'" + "t" (a spelling the model produces, the tokenizer never does) becomes "don't".
+    split = tok.convert_tokens_to_ids(["i", "do", "n", "'", "t", "know", "and", "ca", "n", "'", "t", "go"])
+    assert decode(split) == "i don't know and can't go"

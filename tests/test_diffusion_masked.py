@@ -1,6 +1,7 @@
 """The masked (absorbing-state) family: the forward process, the loss, the unmasking schedule and sampler."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,17 @@ def test_overlap_and_mbr_by_hand():
     assert overlap("", "") == 1.0 and overlap("a", "") == 0.0
     assert mbr_pick(["x y z", "a b c", "a b d"]) == 1  # ties between 1 and 2 go to the first
     assert mbr_pick(["only"]) == 0
+
+
+def test_fluency_pick_by_hand():
+    from pipeline.diffusion.generate import fluency_pick
+
+    nan = float("nan")
+    nll = np.array([[1.0, nan, 2.0, nan],  # draws x rows
+                    [0.5, nan, 2.0, nan],
+                    [0.5, 3.0, nan, nan]])
+    # lowest NLL, the first draw on ties; an empty draw (NaN) loses to any text, and wins only when all are empty
+    assert fluency_pick(nll).tolist() == [1, 2, 0, 0]
 
 
 def test_masked_edit_keeps_the_candidate_outside_the_hidden_positions(vocab, monkeypatch):

@@ -36,3 +36,25 @@ def test_each_mark_continues_the_same_run(tmp_path):
     assert set(out[0]) >= {"sampling_accuracy", "accuracy_q1", "accuracy_q4", "valid_loss"}
     table = fluency_column(pd.DataFrame(out), lambda texts: np.full(len(texts), math.log(20.0)))
     assert table["fluency_ppl"].tolist() == pytest.approx([20.0, 20.0])
+
+
+def test_decoding_sweep_keeps_the_most_fluent_of_the_first_n_draws():
+    from pipeline.diffusion.decoding_sweep import sweep_decoding
+    from pipeline.diffusion.generate import SampleConfig, draw
+    from test_trainer import fresh_model, tiny_setup
+
+    torch.set_num_threads(1)
+    vocab, _, _ = tiny_setup()
+    model, rows = fresh_model(vocab).eval(), [control_row(*s) for s in SENTENCES]
+    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
+                       num_samples=1, rerank="none", candidates=None, batch_size=4)
+    nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])  # a shorter text is "more fluent"
+    table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1, 3],
+                           strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]))
+    assert [(r["temperature"], r["draws"]) for r in table] == [(0.0, 1), (0.0, 3)]  # continuous: noise at any T
+    texts = draw(model, vocab, rows, SampleConfig(**{**cfg.__dict__, "num_samples": 3}), seed=3)
+    assert draw(model, vocab, rows, cfg, seed=3) == texts[:1]  # draw j does not depend on how many are drawn
+    for row, n in zip(table, (1, 3)):
+        kept = [min(column[:n], key=len) for column in zip(*texts)]  # the shortest of the first n, the first on ties
+        assert row["bertscore_f1_minilm"] == round(float(np.mean([len(t) for t in kept])), 4)
+        assert row["fluency_ppl_smollm2"] == round(math.exp(np.mean([math.log(1 + len(t)) for t in kept])), 1)

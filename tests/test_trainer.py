@@ -1,7 +1,9 @@
 """The training loop (seeded sharded data order, exact resume after a kill, identical DDP replicas under gloo) and the
 generation helpers of the sample stage."""
+import math
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -9,13 +11,13 @@ import torch.multiprocessing as mp
 
 from pipeline.diffusion import evaluate, trainer
 from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.generate import eval_subset, generate
+from pipeline.diffusion.generate import SampleConfig, eval_subset, generate
 from pipeline.diffusion.inputs import collate
 from pipeline.diffusion.inputs import Role
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.checkpoint import load_model, save_model
-from pipeline.diffusion.config import SampleConfig, TrainConfig
+from pipeline.diffusion.config import TrainConfig
 from pipeline.diffusion.ema import ema_model
 from pipeline.diffusion.inputs import encode_rows
 from pipeline.diffusion.trainer import DataOrder, train
@@ -180,7 +182,7 @@ def test_generate_returns_one_reproducible_text_per_row_in_order():
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
     cfg = SampleConfig(split="test", subset=None, steps=3, clamp=True, temperature=0.0, edit_strength=0.5,
-                       num_samples=1, rerank="none", batch_size=3)
+                       num_samples=1, rerank="none", candidates=None, batch_size=3)
     texts = generate(model, vocab, rows, cfg, seed=5)
     assert len(texts) == len(rows) and all(isinstance(t, str) for t in texts)
     assert generate(model, vocab, rows, cfg, seed=5) == texts
@@ -208,10 +210,20 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
     one = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
-                       num_samples=1, rerank="none", batch_size=4)
+                       num_samples=1, rerank="none", candidates=None, batch_size=4)
     three = SampleConfig(**{**one.__dict__, "num_samples": 3, "rerank": "mbr"})
     picked = generate(model, vocab, rows, three, seed=5)
     assert len(picked) == len(rows) and generate(model, vocab, rows, three, seed=5) == picked
+    # rerank fluency: the draw the language model scores lowest, per row (here: the shortest text, the first on ties)
+    scored = []
+    fluency = SampleConfig(**{**three.__dict__, "rerank": "fluency"})
+    nll = lambda texts: scored.append(list(texts)) or np.array([len(t) if t else np.nan for t in texts], dtype=float)
+    most_fluent = generate(model, vocab, rows, fluency, seed=5, fluency_nll=nll)
+    assert len(scored) == 3 and len({tuple(d) for d in scored}) > 1  # three different draws were scored
+    assert most_fluent == [min((draw[i] for draw in scored), key=lambda t: len(t) if t else math.inf)
+                           for i in range(len(rows))]
+    with pytest.raises(PipelineError, match="fluency_nll"):
+        generate(model, vocab, rows, fluency, seed=5)
     # Strength 1/3 of 3 respaced steps: one reverse step, from the candidate's embeddings noised to that step.
     seen, forward = [], model.forward
     model.forward = lambda x, t, mask, prev=None: seen.append((x.clone(), t.clone())) or forward(x, t, mask, prev)

@@ -3,7 +3,7 @@ families (ModelConfig.family): the paper's continuous diffusion over embeddings,
 diffusion over WordPieces.
 
 Read in this order:
-- config.py     ModelConfig / TrainConfig / SampleConfig: the model, train and sample sections of params.yaml.
+- config.py     ModelConfig / TrainConfig: the model and train sections of params.yaml.
 - vocab.py      Vocab: WordPiece ids + our own control and special tokens; the (reduced) output vocabulary.
 - inputs.py     encode_example / encode_rows / collate: context | SEP | CM IT.. SF.. | SEP | response END | pad, with
                 per-position role, sentence and word ids.
@@ -12,7 +12,8 @@ Read in this order:
 - model.py      the denoisers of both families and build_model.
 - sampler.py    sample / decode: ancestral (continuous) or confidence-ordered unmasking (masked); from noise or
                 from a candidate response (retrieve-and-edit).
-- generate.py   batched generation from control rows, several draws and MBR reranking; the scored test subset.
+- generate.py   SampleConfig (the sample section); batched generation from control rows, several draws reranked
+                (MBR or fluency); the scored test subset.
 - checkpoint.py the training state on disk and the trained model folder (save_model / load_model).
 Training only (inference imports none of these):
 - losses.py     training_loss of each family.

@@ -1,5 +1,6 @@
 """Throughput figures of a DiffusEmp model on this machine (benchmarks, never asserts): training examples/s and
-achieved GFLOP/s next to a matmul peak measured in the same process, sampling responses/s, peak memory.
+achieved GFLOP/s next to a matmul peak measured in the same process, sampling responses/s (the sampler alone, and the
+whole default decoding: draws + rerank), peak memory.
 
 FLOPs are counted, not estimated: torch.utils.flop_counter counts every matmul / attention of one training step
 (forward + backward), so GFLOP/s = counted FLOPs per step / measured seconds per step.
@@ -7,17 +8,18 @@ FLOPs are counted, not estimated: torch.utils.flop_counter counts every matmul /
 import copy
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from pipeline.diffusion.config import SampleConfig
-from pipeline.diffusion.inputs import Batch, Example, collate
+from pipeline.diffusion.generate import FluencyNLL, SampleConfig, generate
+from pipeline.diffusion.inputs import Batch, Example, collate, encode_rows
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.vocab import Vocab
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,17 @@ def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
             "responses_per_s": round(len(batch) / seconds, 3)}
 
 
+def decoding_throughput(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig,
+                        fluency_nll: FluencyNLL | None) -> dict:
+    """Responses/s of the whole default decoding as stage `sample` runs it over `rows` (control-source rows):
+    cfg.num_samples draws of cfg.steps steps each, kept by cfg.rerank (the reranker's own scoring included)."""
+    device = next(model.parameters()).device
+    seconds = timed(lambda: generate(model, vocab, rows, cfg, seed=0, fluency_nll=fluency_nll), device, 1,
+                    warmup=False)
+    return {"steps": cfg.steps, "num_samples": cfg.num_samples, "rerank": cfg.rerank, "responses": len(rows),
+            "seconds": round(seconds, 2), "responses_per_s": round(len(rows) / seconds, 3)}
+
+
 def peak_memory_mb(device: torch.device) -> dict:
     """Peak resident memory of this process (CPU) and, on a GPU, peak allocated device memory, in MiB."""
     out = {"process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -102,13 +115,13 @@ def peak_memory_mb(device: torch.device) -> dict:
     return out
 
 
-def run_bench(model: nn.Module, train_examples: list[Example], sample_examples: list[Example],
-              train_steps: int, sampling: SampleConfig) -> dict:
+def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sample_rows: list[dict],
+              train_steps: int, sampling: SampleConfig, fluency_nll: FluencyNLL | None) -> dict:
     """All figures for metrics/bench.json.
 
-    train_examples: one training batch (gold responses). sample_examples: one sampling batch (placeholders), sampled
-    once with the most steps (continuous: all T; masked: one token per step) and once with sampling.steps (the
-    default).
+    train_examples: one training batch (gold responses). sample_rows: control rows (with `context`) of one sampling
+    batch, sampled once with the most steps (continuous: all T; masked: one token per step), once with sampling.steps,
+    and once by the whole default decoding (draws + rerank; fluency_nll: the reranker's language model, if any).
     """
     device = next(model.parameters()).device
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
@@ -116,8 +129,9 @@ def run_bench(model: nn.Module, train_examples: list[Example], sample_examples: 
     out = {"device": str(device), "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak, 2),
            "parameters": sum(p.numel() for p in model.parameters()),
            "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps, peak)}
-    batch = collate(sample_examples).to(device)
+    batch = collate(encode_rows(sample_rows, vocab, model.cfg, gold=False)).to(device)
     out["sample_most_steps"] = sampling_throughput(model.eval(), batch, schedule, None, sampling)
     out["sample_default"] = sampling_throughput(model.eval(), batch, schedule, sampling.steps, sampling)
+    out["decoding_default"] = decoding_throughput(model.eval(), vocab, sample_rows, sampling, fluency_nll)
     out["peak_memory"] = peak_memory_mb(device)
     return out

@@ -1,6 +1,7 @@
-"""The settings of the diffusion package, one dataclass per params.yaml section: ModelConfig (`model`, saved with the
-checkpoint), TrainConfig (`train`) and SampleConfig (`sample`). Each is checked key by key and type by type
-(pipeline.params.check) and value by value in __post_init__: a bad setting is one PipelineError line."""
+"""The model and training settings of the diffusion package, one dataclass per params.yaml section: ModelConfig
+(`model`, saved with the checkpoint) and TrainConfig (`train`). Each is checked key by key and type by type
+(pipeline.params.check) and value by value in __post_init__: a bad setting is one PipelineError line. The sampler's
+settings (`sample`) are generate.py's SampleConfig: training does not depend on them."""
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -136,35 +137,3 @@ class TrainConfig:
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         decay = max(0.0, 1 - step / self.steps) if self.lr_decay == "linear" else 1.0
         return self.lr * warm * decay
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """params.yaml `sample`: which examples are generated and how.
-
-    split / subset: the examples (subset seeded; null = the whole split). steps: reverse steps (continuous: null = the
-    full T-step ancestral sampler, fewer = respaced; masked: unmasking steps, null = one token per step). clamp:
-    (continuous) clamp the predicted x0 to the nearest embedding at every step. temperature: (masked) 0 = the most
-    probable token, > 0 = Gumbel sampling at that temperature. edit_strength: the `edit` mode starts from each
-    candidate's own response at this strength (sampler.py; 1 = from noise). num_samples: seeded draws per control
-    row, of which `rerank` keeps one ("none": the first; "mbr": the one most similar to the others, generate.py).
-    batch_size: sequences per forward pass.
-    """
-
-    split: Literal["train", "valid", "test"]
-    subset: int | None
-    steps: int | None
-    clamp: bool
-    temperature: float
-    edit_strength: float
-    num_samples: int
-    rerank: Literal["none", "mbr"]
-    batch_size: int
-
-    def __post_init__(self):
-        if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
-                or not 0 < self.edit_strength <= 1 or self.num_samples < 1):
-            raise PipelineError(f"params.yaml `sample`: steps={self.steps}, batch_size={self.batch_size}, "
-                                f"temperature={self.temperature}, edit_strength={self.edit_strength}, num_samples="
-                                f"{self.num_samples} (steps, batch_size, num_samples >= 1; temperature >= 0; "
-                                "edit_strength in (0, 1])")

@@ -1,26 +1,72 @@
-"""Generation from control sources: the test subset every system is scored on, and batched sampling of responses.
+"""Generation from control sources: the sampler's settings (SampleConfig), the test subset every system is scored on,
+and batched sampling of responses.
 
 A control source is a row with the query's `context` and a candidate's CONTROL_FIELDS (candidates.parquet in retrieved
 or oracle mode): the response takes the candidate's word and sentence structure (see inputs.encode_example). With
-strength < 1 the candidate's own response is the starting point (sampler.py). Several draws per row can be reranked:
-MBR keeps the draw with the highest mean similarity to the other draws (similarity: `overlap`, the mean of the unigram
-and bigram F1 of lower-cased whitespace tokens, a cheap stand-in for DiffuSeq's BLEU-based MBR).
+strength < 1 the candidate's own response is the starting point (sampler.py). Several draws per row are reranked by
+one of RERANKS:
+- mbr: the draw with the highest mean similarity to the other draws (similarity: `overlap`, the mean of the unigram and
+  bigram F1 of lower-cased whitespace tokens, a cheap stand-in for DiffuSeq's BLEU-based MBR);
+- fluency: the draw that a language model finds most probable per token (the caller supplies it: stage `sample` uses
+  SmolLM2, `pipeline.metrics.relevance.FluencyScorer`, the scorer of the fluency metric itself).
 """
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from torch import nn
 
-from pipeline.diffusion.config import SampleConfig
 from pipeline.diffusion.inputs import collate, encode_rows
 from pipeline.diffusion.sampler import decode, sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
+from pipeline.errors import PipelineError
 from pipeline.metrics.diversity import ngrams
 from pipeline.progress import progress
+
+# Which of several draws per row is kept: the first, the MBR choice, or the most fluent.
+RERANKS = ("none", "mbr", "fluency")
+FluencyNLL = Callable[[list[str]], np.ndarray]  # texts -> mean NLL per token of each [N], NaN for an empty text
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """params.yaml `sample`: which examples are generated and how.
+
+    split / subset: the examples (subset seeded; null = the whole split). steps: reverse steps (continuous: null = the
+    full T-step ancestral sampler, fewer = respaced; masked: unmasking steps, null = one token per step). clamp:
+    (continuous) clamp the predicted x0 to the nearest embedding at every step. temperature: (masked) 0 = the most
+    probable token, > 0 = Gumbel sampling at that temperature. edit_strength: the `edit` mode starts from each
+    candidate's own response at this strength (sampler.py; 1 = from noise). num_samples: seeded draws per control
+    row, of which `rerank` keeps one (RERANKS). candidates: how many of each example's retrieved candidates are
+    generated from (rank < candidates; null = all retrieve.k); the scored systems read rank 0 only. batch_size:
+    sequences per forward pass.
+    """
+
+    split: Literal["train", "valid", "test"]
+    subset: int | None
+    steps: int | None
+    clamp: bool
+    temperature: float
+    edit_strength: float
+    num_samples: int
+    rerank: Literal["none", "mbr", "fluency"]
+    candidates: int | None
+    batch_size: int
+
+    def __post_init__(self):
+        if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
+                or not 0 < self.edit_strength <= 1 or self.num_samples < 1
+                or (self.candidates is not None and self.candidates < 1)):
+            raise PipelineError(f"params.yaml `sample`: steps={self.steps}, batch_size={self.batch_size}, "
+                                f"temperature={self.temperature}, edit_strength={self.edit_strength}, num_samples="
+                                f"{self.num_samples}, candidates={self.candidates} (steps, batch_size, num_samples, "
+                                "candidates >= 1; temperature >= 0; edit_strength in (0, 1])")
 
 
 def eval_subset(example_ids: Sequence[str], n: int | None, seed: int) -> list[str]:
@@ -32,6 +78,24 @@ def eval_subset(example_ids: Sequence[str], n: int | None, seed: int) -> list[st
         return ids
     pick = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
     return sorted(ids[i] for i in pick)
+
+
+def control_rows(controls: pd.DataFrame, candidates: pd.DataFrame, cfg: SampleConfig, seed: int,
+                 source: str) -> list[dict]:
+    """The control-source rows generated for the scored subset: the first cfg.candidates candidates (schema
+    CANDIDATES; null = all) of each example of the seeded cfg.subset of cfg.split (controls: schema CONTROLS), each
+    with that example's `context`, sorted by (example_id, rank). source: the candidates file, named in the error when
+    an example has none."""
+    split = controls[controls["split"] == cfg.split]
+    ids = eval_subset(split["example_id"], cfg.subset, seed)
+    keep = candidates["example_id"].isin(set(ids)) & (candidates["rank"] < (cfg.candidates or len(candidates)))
+    cands = candidates[keep].sort_values(["example_id", "rank"], ignore_index=True)
+    missing = sorted(set(ids) - set(cands["example_id"]))
+    if missing:
+        raise PipelineError(f"{source} has no candidates for {len(missing)} {cfg.split} examples (e.g. {missing[0]}): "
+                            "rebuild it with `dvc repro retrieve`")
+    context = dict(zip(split["example_id"], split["context"]))
+    return [{**row, "context": context[row["example_id"]]} for row in cands.to_dict("records")]
 
 
 def overlap(a: str, b: str) -> float:
@@ -55,28 +119,54 @@ def mbr_pick(texts: Sequence[str]) -> int:
     return max(range(len(texts)), key=lambda i: (means[i], -i))
 
 
-def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
-             strength: float = 1.0) -> list[str]:
-    """One generated response per control-source row (mappings with `context` and the CONTROL_FIELDS keys).
+def fluency_pick(nll: np.ndarray) -> np.ndarray:
+    """nll: mean NLL per token of each draw of each row [draws, rows], NaN for an empty text -> for each row the index
+    of the draw with the lowest NLL [rows] (the first on ties; an empty draw only when every draw is empty)."""
+    return np.where(np.isnan(nll), np.inf, nll).argmin(axis=0)
 
-    cfg: the sampler's settings (SampleConfig): steps, clamp, temperature, num_samples draws per row reranked by
-    cfg.rerank, batch_size. strength < 1 starts from each row's own response (`subword_ids`: the candidate's).
-    Rows are batched by encoded length (less padding); the noise comes from one generator seeded with `seed`, so a
-    rerun gives the same texts. -> texts in the order of `rows`.
+
+def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
+         strength: float = 1.0) -> list[list[str]]:
+    """cfg.num_samples generated responses per control-source row (mappings with `context` and the CONTROL_FIELDS
+    keys) -> texts [num_samples][rows], in the order of `rows`.
+
+    cfg: the sampler's settings (SampleConfig): steps, clamp, temperature, batch_size. strength < 1 starts from each
+    row's own response (`subword_ids`: the candidate's). Rows are batched by encoded length (less padding). Draw j
+    takes its noise from its own generator seeded with seed + j: a rerun gives the same texts, and draw j is the same
+    whatever num_samples is (num_samples 1 gives draw 0).
     """
     device = next(model.parameters()).device
     examples = encode_rows(rows, vocab, model.cfg, gold=strength < 1)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
-    generator = torch.Generator(device).manual_seed(seed)
+    generators = [torch.Generator(device).manual_seed(seed + j) for j in range(cfg.num_samples)]
     draws = [[""] * len(rows) for _ in range(cfg.num_samples)]
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for chunk in progress(chunks, desc="sample", every_s=30.0):
         batch = collate([examples[i] for i in chunk]).to(device)
-        for texts in draws:
+        for texts, generator in zip(draws, generators):
             ids = sample(model, batch, schedule, cfg.steps, cfg.clamp, generator, cfg.temperature, strength)
             for i, gen in zip(chunk, ids):
                 texts[i] = decode(gen)
-    if cfg.rerank == "none":
+    return draws
+
+
+def rerank(draws: list[list[str]], rule: str, fluency_nll: FluencyNLL | None = None) -> list[str]:
+    """One text per row out of draws [num_samples][rows], kept by `rule` (RERANKS); fluency_nll: the language model of
+    rule "fluency" (texts -> NLL per token [N]). -> texts [rows]"""
+    if rule == "fluency" and fluency_nll is None:
+        raise PipelineError("sample.rerank fluency needs a language model to score the draws (fluency_nll)")
+    if rule == "none" or len(draws) == 1:
         return draws[0]
-    return [draws[mbr_pick([d[i] for d in draws])][i] for i in range(len(rows))]
+    if rule == "fluency":
+        pick = fluency_pick(np.stack([fluency_nll(texts) for texts in draws]))  # [rows]
+    else:
+        pick = [mbr_pick([texts[i] for texts in draws]) for i in range(len(draws[0]))]
+    return [draws[d][i] for i, d in enumerate(pick)]
+
+
+def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
+             strength: float = 1.0, fluency_nll: FluencyNLL | None = None) -> list[str]:
+    """One generated response per control-source row: cfg.num_samples draws (`draw`), one kept by cfg.rerank
+    (`rerank`; fluency_nll: its language model for rule "fluency"). -> texts in the order of `rows`."""
+    return rerank(draw(model, vocab, rows, cfg, seed, strength), cfg.rerank, fluency_nll)

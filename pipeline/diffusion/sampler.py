@@ -135,13 +135,15 @@ def unmask(model: torch.nn.Module, batch: Batch, steps: int | None, temperature:
 
 # BERT's decoder leaves spaces that WordPiece put around apostrophes, decimal points and brackets: "don ' t", "2. 5".
 CONTRACTION = re.compile(r"(\w) ' (s|m|t|re|ve|ll|d|all)\b")
+# The model sometimes spells "don't" as the WordPieces do, n, ', t ("do n't"): join the negation to its verb.
+SPLIT_NEGATION = re.compile(r"\b(\w+) n't\b")
 DECIMAL = re.compile(r"(\d)\. (\d)")
 BRACKETS = re.compile(r"([(\[]) | ([)\]])")
 
 
 def decode(ids: list[int]) -> str:
     """WordPiece ids -> text: BERT-uncased detokenisation (special tokens dropped), then contractions, decimals and
-    brackets closed up ("i ' m" -> "i'm", "2. 5" -> "2.5", "( a )" -> "(a)")."""
+    brackets closed up ("i ' m" -> "i'm", "do n ' t" -> "don't", "2. 5" -> "2.5", "( a )" -> "(a)")."""
     text = wordpiece_tokenizer().decode(ids, skip_special_tokens=True)
-    text = CONTRACTION.sub(r"\1'\2", text)
+    text = SPLIT_NEGATION.sub(r"\1n't", CONTRACTION.sub(r"\1'\2", text))
     return BRACKETS.sub(r"\1\2", DECIMAL.sub(r"\1.\2", text))

@@ -144,9 +144,9 @@ class FluencyScorer:
         return cls(*load_smollm2(), max_tokens=max_tokens, batch_size=batch_size)
 
     def nll(self, texts: list[str]) -> np.ndarray:
-        """Mean NLL (nats per SmolLM2 token) of each text's first max_tokens tokens -> float64 [N]; NaN for an empty
-        text."""
-        pairs = [([self.start], self.tokenizer.encode(t.strip(), add_special_tokens=False)[:self.max_tokens])
+        """Mean NLL (nats per SmolLM2 token) of each lower-cased text's first max_tokens tokens -> float64 [N]; NaN for
+        an empty text. Lower-cased because the diffusion model writes uncased WordPieces: every system is read alike."""
+        pairs = [([self.start], self.tokenizer.encode(t.strip().lower(), add_special_tokens=False)[:self.max_tokens])
                  for t in texts]
         return target_nll(self.model, pairs, self.batch_size, pad_id=0)
 
