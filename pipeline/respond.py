@@ -14,13 +14,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pipeline.diffusion.generate import SampleConfig, generate
+from pipeline.diffusion.generate import Judges, SampleConfig, generate
 from pipeline.diffusion.inputs import context_ids
 from pipeline.diffusion.checkpoint import load_model
 from pipeline.embeddings import context_text, encode_texts
 from pipeline.errors import PipelineError
 from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_SPECIAL
-from pipeline.metrics.relevance import FluencyScorer
+from pipeline.judges import load_judges
 from pipeline.models import wordpiece_tokenizer
 from pipeline.progress import log
 from pipeline.retrieval import Index, search
@@ -164,20 +164,20 @@ class Overrides:
         return row
 
 
-def diffusion_generator(model_dir, sampling: SampleConfig, seed: int, strength: float = 1.0) -> Generate:
+def diffusion_generator(model_dir, sampling: SampleConfig, seed: int, strength: float = 1.0,
+                        judges: Judges = Judges()) -> Generate:
     """Load the trained model of stage `train_diffusion` once and return the one generation call: (context, control
     rows) -> responses, sampled with the `sampling` settings; strength < 1 starts from each row's own response (the
-    candidate's: retrieve-and-edit). rerank "fluency" loads SmolLM2 too."""
+    candidate's: retrieve-and-edit). judges: the models sampling.rerank reads (`pipeline.judges.load_judges`)."""
     model, vocab = load_model(model_dir)
     max_context = model.cfg.max_context
-    fluency_nll = FluencyScorer.load().nll if sampling.rerank == "fluency" else None
 
     def generate_for(context: Sequence[str], rows: Sequence[dict]) -> list[str]:
         n = len(context_ids(context))
         if n > max_context:
             log(f"notice: the context has {n} WordPieces; the model reads only the newest {max_context}")
         rows = [{**row, "context": list(context)} for row in rows]
-        return generate(model, vocab, rows, sampling, seed, strength, fluency_nll)
+        return generate(model, vocab, rows, sampling, seed, strength, judges)
 
     return generate_for
 
@@ -191,10 +191,12 @@ class Responder:
     generate: Generate
 
     @classmethod
-    def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int,
-             strength: float = 1.0) -> "Responder":
+    def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int, strength: float = 1.0,
+             cm_threshold: float = 0.5) -> "Responder":
+        """cm_threshold: params.yaml `tag.cm_threshold`, read by rerank rule controls."""
+        judges = load_judges(sampling.rerank, taggers_dir, cm_threshold)
         return cls(Index.load(index_dir), load_tagger(Path(taggers_dir) / "emotion"),
-                   diffusion_generator(model_dir, sampling, seed, strength))
+                   diffusion_generator(model_dir, sampling, seed, strength, judges))
 
     def known_frames(self) -> list[str]:
         """SF tokens of the training responses: the ones the model has learned (pipeline.diffusion.vocab)."""

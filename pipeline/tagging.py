@@ -43,9 +43,10 @@ class Taggers:
         self.taggers = taggers
 
     @classmethod
-    def load(cls, models_dir, embed: Embed | None = None) -> "Taggers":
-        """Load models_dir/<name>/ for every tagger; a missing one names the `dvc repro train_taggers@<name>` to run."""
-        return cls({name: load_tagger(Path(models_dir) / name, embed) for name in TAGGERS})
+    def load(cls, models_dir, embed: Embed | None = None, names: Sequence[str] = TAGGERS) -> "Taggers":
+        """Load models_dir/<name>/ for each of `names`; a missing one names the `dvc repro train_taggers@<name>` to
+        run."""
+        return cls({name: load_tagger(Path(models_dir) / name, embed) for name in names})
 
     def tag(self, contexts: Sequence[Sequence[str]], responses: Sequence[str], segments: Sequence[dict],
             cm_threshold: float = 0.5) -> pd.DataFrame:
@@ -57,21 +58,28 @@ class Taggers:
         Emotion: the 32-way distribution of the context.
         """
         ctx = [context_text(c) for c in contexts]
-        responses = list(responses)
-        sents = [sentence_texts(r, s["sent_starts"], s["sent_ends"]) for r, s in zip(responses, segments)]
         out = pd.DataFrame(index=range(len(responses)))
-        cm = self.taggers["cm"].predict_proba(responses, ctx)  # {cm_er: [n, 2], ...}
-        present = CM_LABELS.index("present")
-        for mech in MECHANISMS:
-            p = cm[f"cm_{mech}"][:, present]  # [n]
-            out[f"cm_{mech}"], out[f"p_{mech}"] = p > cm_threshold, p
+        p_present = self.mechanisms(ctx, responses)  # [n, 3]
+        for j, mech in enumerate(MECHANISMS):
+            out[f"cm_{mech}"], out[f"p_{mech}"] = p_present[:, j] > cm_threshold, p_present[:, j]
         out["sent_starts"] = [list(s["sent_starts"]) for s in segments]
         out["sent_ends"] = [list(s["sent_ends"]) for s in segments]
-        intents = list(self.taggers["intent"].predict([t for ss in sents for t in ss])["intent"])  # [n_sentences]
-        bounds = np.cumsum([0] + [len(ss) for ss in sents])
-        out["intents"] = [intents[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        out["intents"] = self.intents(responses, segments)
         out["emotion_probs"] = list(self.taggers["emotion"].predict_proba(ctx)["emotion"])  # each [32], labels.EMOTIONS
         return out[[f.name for f in TAGS if f.name != "example_id"]]
+
+    def mechanisms(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """P(present) of each mechanism given (context text, response) -> [n, 3] (columns labels.MECHANISMS)."""
+        cm = self.taggers["cm"].predict_proba(list(responses), list(contexts))  # {cm_er: [n, 2], ...}
+        present = CM_LABELS.index("present")
+        return np.stack([cm[f"cm_{mech}"][:, present] for mech in MECHANISMS], axis=1)
+
+    def intents(self, responses: Sequence[str], segments: Sequence[dict]) -> list[list[str]]:
+        """One intent per sentence of each response (segments: its sent_starts / sent_ends)."""
+        sents = [sentence_texts(r, s["sent_starts"], s["sent_ends"]) for r, s in zip(responses, segments)]
+        intents = list(self.taggers["intent"].predict([t for ss in sents for t in ss])["intent"])  # [n_sentences]
+        bounds = np.cumsum([0] + [len(ss) for ss in sents])
+        return [intents[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def normalise(text: str) -> str:

@@ -11,17 +11,18 @@ from pipeline.diffusion.config import TrainConfig
 from pipeline.diffusion.generate import SampleConfig
 from pipeline.diffusion.inputs import encode_rows
 from pipeline.io import read_frame, write_json
-from pipeline.metrics.relevance import FluencyScorer
+from pipeline.judges import load_judges
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CONTROLS
 from pipeline.seeding import seed_everything
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 @guard
-def main(controls: str = "data/signals/controls.parquet", model: str = "models/diffusion",
+def main(controls: str = "data/signals/controls.parquet", model: str = "models/diffusion", taggers: str = "models/taggers",
          out: str = "metrics/bench.json", params: str = "params.yaml") -> None:
     p = load_params(params)
     cfg, seed = section(p, "bench", BenchParams), value(p, "seed", int)
@@ -34,9 +35,9 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
     df = read_frame(controls, CONTROLS, stage="controls")
     train_rows = df[df["split"] == "train"].sample(n=batch_size, random_state=seed).to_dict("records")
     test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
-    fluency_nll = FluencyScorer.load().nll if sample_cfg.rerank == "fluency" else None
+    judges = load_judges(sample_cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
     figures = run_bench(net, vocab, encode_rows(train_rows, vocab, net.cfg), test_rows, cfg.train_steps, sample_cfg,
-                        fluency_nll)
+                        judges)
     write_json(out, figures)
 
 

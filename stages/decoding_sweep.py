@@ -1,10 +1,11 @@
-"""The decoding sweep: temperature x draws, kept by SmolLM2 fluency, on the rank-0 rows of the scored test subset ->
-plots/decoding_sweep.csv (one row per mode, temperature and number of draws; a rerun replaces the rows of its mode
-and temperatures).
+"""The decoding sweep: temperature x draws x rerank rule, on the rank-0 rows of the scored subset of a split ->
+plots/decoding_sweep.csv (one row per mode, split, temperature, number of draws and rule; a rerun replaces the rows of
+its mode, split, temperatures and rules).
 
 Not a stage of the default DAG (an hour on 2 cores for the three modes); run it by hand on the trained model:
     python -m stages.decoding_sweep --mode retrieved --temperatures 0,0.5,1 --draws 1,2,4,6
     python -m stages.decoding_sweep --mode oracle --temperatures 1 --draws 1,2,4,6
+    python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --reranks none,mbr,fluency,controls
 Columns and method: pipeline/diffusion/decoding_sweep.py; the table: docs/diffusion.md.
 """
 import dataclasses
@@ -15,15 +16,18 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.decoding_sweep import sweep_decoding
+from pipeline.diffusion.decoding_sweep import WORD, sweep_decoding
 from pipeline.diffusion.generate import SampleConfig, control_rows
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_frame
-from pipeline.metrics.relevance import BertScore, FluencyScorer
+from pipeline.judges import ControlAgreement
+from pipeline.metrics.diversity import distinct_n
+from pipeline.metrics.relevance import BertScore, FluencyScorer, fluency_ppl
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES
 from pipeline.seeding import seed_everything
+from pipeline.tagging import Taggers, TagParams
 
 app = typer.Typer(add_completion=False)
 
@@ -42,9 +46,12 @@ def numbers(text: str, kind: type) -> list:
 @guard
 def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (at sample.edit_strength)"),
          temperatures: str = typer.Option("0,0.5,1", help="comma-separated sampling temperatures"),
-         draws: str = typer.Option("1,2,4,6", help="comma-separated numbers of draws kept by fluency"),
+         draws: str = typer.Option("1,2,4,6", help="comma-separated numbers of draws"),
+         reranks: str = typer.Option("fluency", help="comma-separated rerank rules: none, mbr, fluency, controls"),
+         split: str = typer.Option(None, help="train | valid | test (default: sample.split); choose rules on valid"),
          controls: str = "data/signals/controls.parquet", dialogues: str = "data/prepared/dialogues.parquet",
-         model: str = "models/diffusion", out: str = "plots/decoding_sweep.csv", params: str = "params.yaml") -> None:
+         model: str = "models/diffusion", taggers: str = "models/taggers", out: str = "plots/decoding_sweep.csv",
+         params: str = "params.yaml") -> None:
     if mode not in SOURCES:
         raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(SOURCES)}")
     temps, counts = numbers(temperatures, float), numbers(draws, int)
@@ -52,18 +59,29 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
         raise PipelineError(f"--temperatures {temperatures} --draws {draws}: temperatures >= 0, draws >= 1")
     p = load_params(params)
     cfg, seed = section(p, "sample", SampleConfig), value(p, "seed", int)
+    cfg = dataclasses.replace(cfg, split=split or cfg.split)
+    rules = reranks.split(",")
     seed_everything(seed)
     net, vocab = load_model(model)
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
                         read_frame(SOURCES[mode], CANDIDATES, stage="retrieve"),
                         dataclasses.replace(cfg, candidates=1), seed, SOURCES[mode])
     gold = read_frame(dialogues, DIALOGUES, stage="prepare").set_index("example_id")["response"]
-    table = sweep_decoding(net, vocab, rows, list(gold.loc[[r["example_id"] for r in rows]]), cfg, seed, temps,
-                           counts, cfg.edit_strength if mode == "edit" else 1.0, FluencyScorer.load().nll, BertScore())
-    new = pd.DataFrame(table).assign(mode=mode, examples=len(rows))
+    gold = list(gold.loc[[r["example_id"] for r in rows]])
+    fluency_nll, bertscore = FluencyScorer.load().nll, BertScore()
+    table = sweep_decoding(net, vocab, rows, gold, cfg, seed, temps, counts,
+                           cfg.edit_strength if mode == "edit" else 1.0, fluency_nll, bertscore, rules,
+                           ControlAgreement(Taggers.load(taggers, names=("cm", "intent")),
+                                            section(p, "tag", TagParams).cm_threshold))
+    log(f"[decoding_sweep] reference on these {len(rows)} {cfg.split} rows: gold fluency_ppl_smollm2 "
+        f"{fluency_ppl(fluency_nll(gold)):.1f}, dist2 {distinct_n([WORD.findall(t.lower()) for t in gold], 2):.2f}; "
+        f"the source response's BERTScore against the gold "
+        f"{float(bertscore([r['cand_response'] for r in rows], gold).mean()):.4f}")
+    new = pd.DataFrame(table).assign(mode=mode, split=cfg.split, examples=len(rows))
     old = pd.read_csv(out) if Path(out).exists() else pd.DataFrame(columns=new.columns)
-    replaced = (old["mode"] == mode) & old["temperature"].isin(temps)
-    merged = pd.concat([old[~replaced], new], ignore_index=True)[["mode", "examples", *table[0]]]
+    replaced = ((old["mode"] == mode) & (old["split"] == cfg.split) & old["temperature"].isin(temps)
+                & old["rerank"].isin(rules))
+    merged = pd.concat([old[~replaced], new], ignore_index=True)[["mode", "split", "examples", *table[0]]]
     with atomic_path(out, ".csv") as tmp:
         merged.to_csv(tmp, index=False)
     log(f"[decoding_sweep] {mode}:\n{new.to_string(index=False)}")

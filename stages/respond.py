@@ -18,6 +18,7 @@ from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.respond import Overrides, Responder, read_contexts
 from pipeline.retrieval import RetrieveParams
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 
@@ -57,7 +58,8 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          strength: float = typer.Option(None, help="With --init candidate: how much to change, in (0, 1] "
                                                    "(default: sample.edit_strength)."),
          samples: int = typer.Option(None, help="Draws per response, reranked (default: sample.num_samples)."),
-         rerank: str = typer.Option(None, help="none | mbr | fluency: which draw to keep (default: sample.rerank)."),
+         rerank: str = typer.Option(None, help="none | mbr | fluency | controls: which draw to keep "
+                                               "(default: sample.rerank)."),
          index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
          params: str = "params.yaml") -> None:
     p = load_params(params)
@@ -78,7 +80,8 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
         raise PipelineError(f"--k {k}: ask for at least one response")
     dialogues = read_contexts(context, file, sys.stdin.buffer)
     seed, gamma = value(p, "seed", int), float(value(p, "gamma", float))
-    responder = Responder.load(index, taggers, model, sampling, seed, strength=edit if init == "candidate" else 1.0)
+    responder = Responder.load(index, taggers, model, sampling, seed, strength=edit if init == "candidate" else 1.0,
+                               cm_threshold=section(p, "tag", TagParams).cm_threshold)
     overrides = Overrides.parse(cm, intent, frames, responder.known_frames())
     for turns in dialogues:
         start = time.perf_counter()

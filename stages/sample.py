@@ -5,8 +5,9 @@ retrieved: data/retrieval/candidates.parquet (the first `sample.candidates` of t
 are the paper's diverse responses, the scored systems read the first), from noise;
 oracle: data/retrieval/oracle.parquet (the gold response's own controls), from noise; edit: the retrieved candidates
 again, each generation starting from the candidate's own response at `sample.edit_strength` (retrieve-and-edit).
-`sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode. With
-`sample.rerank: fluency` the draws are scored by SmolLM2 (the fluency metric's own model: say so next to its figures).
+`sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode. `sample.rerank` keeps one
+of `sample.num_samples` draws by the models of `pipeline.judges` (SmolLM2, the fluency metric's own model; the taggers
+that score ACC-CM and ACC-IT): say so next to its figures.
 """
 import pandas as pd
 import torch
@@ -18,10 +19,11 @@ from pipeline.diffusion.checkpoint import load_model
 from pipeline.diffusion.generate import SampleConfig, control_rows, generate
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
-from pipeline.metrics.relevance import FluencyScorer
+from pipeline.judges import load_judges
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CANDIDATES, CONTROLS, SAMPLES
 from pipeline.seeding import seed_everything
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 
@@ -31,7 +33,7 @@ MODES = ("retrieved", "oracle", "edit")
 @app.command()
 @guard
 def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit"), candidates: str = "data/retrieval/candidates.parquet",
-         controls: str = "data/signals/controls.parquet", model: str = "models/diffusion",
+         controls: str = "data/signals/controls.parquet", model: str = "models/diffusion", taggers: str = "models/taggers",
          out: str = "data/samples/retrieved.parquet", params: str = "params.yaml") -> None:
     if mode not in MODES:
         raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
@@ -42,9 +44,9 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit")
 
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
                         read_frame(candidates, CANDIDATES, stage="retrieve"), cfg, seed, candidates)
-    fluency_nll = FluencyScorer.load().nll if cfg.rerank == "fluency" else None
+    judges = load_judges(cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
     texts = generate(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0,
-                     fluency_nll=fluency_nll)
+                     judges=judges)
     write_frame(out, pd.DataFrame({
         "example_id": [r["example_id"] for r in rows], "rank": [r["rank"] for r in rows],
         "control_sequence": [control_sequence(r, net.cfg.signals) for r in rows], "text": texts}), SAMPLES)

@@ -126,6 +126,51 @@ def test_fluency_pick_by_hand():
     assert fluency_pick(nll).tolist() == [1, 2, 0, 0]
 
 
+def test_controls_pick_by_hand():
+    from pipeline.diffusion.generate import controls_pick
+
+    nan = float("nan")
+    agreement = np.array([[1.0, 0.5, 0.5, 0.0],  # draws x rows
+                          [1.0, 1.0, 0.5, 0.0],
+                          [0.5, 1.0, 0.5, 0.0]])
+    nll = np.array([[2.0, 1.0, nan, nan],
+                    [1.0, 3.0, 2.0, nan],
+                    [0.1, 2.0, 2.0, nan]])
+    # the best agreement first (row 0: draws 0 and 1, then the lower NLL; row 1: draws 1 and 2, then the lower NLL),
+    # then the lowest NLL with an empty draw last (row 2), the first draw on full ties (row 2 between 1 and 2; row 3)
+    assert controls_pick(agreement, nll).tolist() == [1, 2, 1, 0]
+
+
+def test_agreement_by_hand():
+    from pipeline.judges import agreement
+
+    cm_ok = np.array([[True, True, True], [True, False, False], [False, False, False]])
+    it = np.array([[2, 2], [1, 3], [0, 0]])  # (matched, counted) intent positions
+    # (3/3 + 2/2) / 2, (1/3 + 1/3) / 2, (0 + 1) / 2: no intent position counted agrees
+    assert agreement(cm_ok, it).tolist() == pytest.approx([1.0, 1 / 3, 0.5])
+
+
+def test_control_agreement_retags_each_text_against_its_own_row():
+    from pipeline.judges import ControlAgreement
+
+    class FakeTaggers:  # P(present) = 0.9 for every mechanism named in the text; intents: one per "." sentence
+        def mechanisms(self, contexts, texts):
+            assert contexts == ["a b", "c"]  # each row's context, joined as the taggers read it
+            return np.array([[0.9 if m in t else 0.1 for m in ("er", "ip", "ex")] for t in texts])
+
+        def intents(self, texts, segments):
+            return [s["intents"] for s in segments]
+
+    segment = lambda texts: [{"intents": [w.strip() for w in t.split(".") if w.strip()]} for t in texts]
+    rows = [{"context": ["a", "b"], "cm_er": True, "cm_ip": False, "cm_ex": False, "intents": ["x", "y"]},
+            {"context": ["c"], "cm_er": False, "cm_ip": True, "cm_ex": True, "intents": ["x"]}]
+    judge = ControlAgreement(FakeTaggers(), cm_threshold=0.5, segment=segment)
+    cm_ok, it = judge.check(rows, ["er ex. y", "ip. x"])
+    assert cm_ok.tolist() == [[True, True, False], [True, True, False]]
+    assert it.tolist() == [[1, 2], [0, 2]]  # (er ex, y) vs (x, y); (ip, x) vs (x,): both positions count
+    assert judge(rows, ["er ex. y", "ip. x"]).tolist() == pytest.approx([(2 / 3 + 1 / 2) / 2, (2 / 3 + 0) / 2])
+
+
 def test_masked_edit_keeps_the_candidate_outside_the_hidden_positions(vocab, monkeypatch):
     torch.manual_seed(0)
     model = build_model(CFG, vocab).eval()

@@ -51,10 +51,41 @@ def test_decoding_sweep_keeps_the_most_fluent_of_the_first_n_draws():
     nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])  # a shorter text is "more fluent"
     table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1, 3],
                            strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]))
-    assert [(r["temperature"], r["draws"]) for r in table] == [(0.0, 1), (0.0, 3)]  # continuous: noise at any T
+    assert [(r["temperature"], r["draws"], r["rerank"]) for r in table] == [(0.0, 1, "fluency"), (0.0, 3, "fluency")]
+    assert math.isnan(table[0]["acc_cm"])  # no judge, no controllability
     texts = draw(model, vocab, rows, SampleConfig(**{**cfg.__dict__, "num_samples": 3}), seed=3)
     assert draw(model, vocab, rows, cfg, seed=3) == texts[:1]  # draw j does not depend on how many are drawn
     for row, n in zip(table, (1, 3)):
         kept = [min(column[:n], key=len) for column in zip(*texts)]  # the shortest of the first n, the first on ties
         assert row["bertscore_f1_minilm"] == round(float(np.mean([len(t) for t in kept])), 4)
         assert row["fluency_ppl_smollm2"] == round(math.exp(np.mean([math.log(1 + len(t)) for t in kept])), 1)
+
+
+def test_decoding_sweep_scores_each_rule_with_the_judge_of_the_controls_rule():
+    from pipeline.diffusion.decoding_sweep import sweep_decoding
+    from pipeline.diffusion.generate import SampleConfig, draw
+    from test_trainer import fresh_model, tiny_setup
+
+    class EvenJudge:  # a text of even length keeps every control, an odd one none; one intent position each
+        def check(self, rows, texts):
+            even = np.array([len(t) % 2 == 0 for t in texts])
+            return np.repeat(even[:, None], 3, axis=1), np.stack([even.astype(int), np.ones(len(texts), int)], axis=1)
+
+    torch.set_num_threads(1)
+    vocab, _, _ = tiny_setup()
+    model, rows = fresh_model(vocab).eval(), [control_row(*s) for s in SENTENCES]
+    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
+                       num_samples=3, rerank="none", candidates=None, batch_size=4)
+    nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])
+    table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[3],
+                           strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),
+                           reranks=("none", "controls"), judge=EvenJudge())
+    texts = draw(model, vocab, rows, cfg, seed=3)
+    first, best = texts[0], [min(column, key=lambda t: (len(t) % 2, len(t))) for column in zip(*texts)]
+    for row, kept in zip(table, (first, best)):
+        share = 100 * np.mean([len(t) % 2 == 0 for t in kept])
+        assert row["acc_cm"] == pytest.approx(share, abs=0.01) and row["acc_it"] == pytest.approx(share, abs=0.01)
+        assert row["bertscore_f1_minilm"] == round(float(np.mean([len(t) for t in kept])), 4)
+    with pytest.raises(PipelineError, match="controls needs a judge"):
+        sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[3],
+                       strength=1.0, fluency_nll=nll, bertscore=None, reranks=("controls",))

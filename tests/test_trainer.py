@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from pipeline.diffusion import evaluate, trainer
 from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.generate import SampleConfig, eval_subset, generate
+from pipeline.diffusion.generate import Judges, SampleConfig, eval_subset, generate
 from pipeline.diffusion.inputs import collate
 from pipeline.diffusion.inputs import Role
 from pipeline.diffusion.model import DiffusEmpModel
@@ -218,12 +218,21 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     scored = []
     fluency = SampleConfig(**{**three.__dict__, "rerank": "fluency"})
     nll = lambda texts: scored.append(list(texts)) or np.array([len(t) if t else np.nan for t in texts], dtype=float)
-    most_fluent = generate(model, vocab, rows, fluency, seed=5, fluency_nll=nll)
+    most_fluent = generate(model, vocab, rows, fluency, seed=5, judges=Judges(fluency_nll=nll))
     assert len(scored) == 3 and len({tuple(d) for d in scored}) > 1  # three different draws were scored
     assert most_fluent == [min((draw[i] for draw in scored), key=lambda t: len(t) if t else math.inf)
                            for i in range(len(rows))]
     with pytest.raises(PipelineError, match="fluency_nll"):
         generate(model, vocab, rows, fluency, seed=5)
+    # rerank controls: the draw that agrees best with its row (here: a text of even length agrees, an odd one does
+    # not), the most fluent of those on ties
+    controls = SampleConfig(**{**three.__dict__, "rerank": "controls"})
+    agree = lambda rs, texts: np.array([float(len(t) % 2 == 0) for t in texts])
+    kept = generate(model, vocab, rows, controls, seed=5, judges=Judges(nll, agree))
+    assert kept == [min((draw[i] for draw in scored[:3]), key=lambda t: (len(t) % 2, len(t) if t else math.inf))
+                    for i in range(len(rows))]
+    with pytest.raises(PipelineError, match="taggers"):
+        generate(model, vocab, rows, controls, seed=5, judges=Judges(fluency_nll=nll))
     # Strength 1/3 of 3 respaced steps: one reverse step, from the candidate's embeddings noised to that step.
     seen, forward = [], model.forward
     model.forward = lambda x, t, mask, prev=None: seen.append((x.clone(), t.clone())) or forward(x, t, mask, prev)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.diffusion.generate import FluencyNLL, SampleConfig, generate
+from pipeline.diffusion.generate import Judges, SampleConfig, generate
 from pipeline.diffusion.inputs import Batch, Example, collate, encode_rows
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
@@ -97,11 +97,11 @@ def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
 
 
 def decoding_throughput(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig,
-                        fluency_nll: FluencyNLL | None) -> dict:
+                        judges: Judges) -> dict:
     """Responses/s of the whole default decoding as stage `sample` runs it over `rows` (control-source rows):
     cfg.num_samples draws of cfg.steps steps each, kept by cfg.rerank (the reranker's own scoring included)."""
     device = next(model.parameters()).device
-    seconds = timed(lambda: generate(model, vocab, rows, cfg, seed=0, fluency_nll=fluency_nll), device, 1,
+    seconds = timed(lambda: generate(model, vocab, rows, cfg, seed=0, judges=judges), device, 1,
                     warmup=False)
     return {"steps": cfg.steps, "num_samples": cfg.num_samples, "rerank": cfg.rerank, "responses": len(rows),
             "seconds": round(seconds, 2), "responses_per_s": round(len(rows) / seconds, 3)}
@@ -116,12 +116,12 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 
 def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sample_rows: list[dict],
-              train_steps: int, sampling: SampleConfig, fluency_nll: FluencyNLL | None) -> dict:
+              train_steps: int, sampling: SampleConfig, judges: Judges) -> dict:
     """All figures for metrics/bench.json.
 
     train_examples: one training batch (gold responses). sample_rows: control rows (with `context`) of one sampling
     batch, sampled once with the most steps (continuous: all T; masked: one token per step), once with sampling.steps,
-    and once by the whole default decoding (draws + rerank; fluency_nll: the reranker's language model, if any).
+    and once by the whole default decoding (draws + rerank; judges: the models of the rerank rule).
     """
     device = next(model.parameters()).device
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
@@ -132,6 +132,6 @@ def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sam
     batch = collate(encode_rows(sample_rows, vocab, model.cfg, gold=False)).to(device)
     out["sample_most_steps"] = sampling_throughput(model.eval(), batch, schedule, None, sampling)
     out["sample_default"] = sampling_throughput(model.eval(), batch, schedule, sampling.steps, sampling)
-    out["decoding_default"] = decoding_throughput(model.eval(), vocab, sample_rows, sampling, fluency_nll)
+    out["decoding_default"] = decoding_throughput(model.eval(), vocab, sample_rows, sampling, judges)
     out["peak_memory"] = peak_memory_mb(device)
     return out

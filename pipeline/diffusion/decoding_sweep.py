@@ -1,13 +1,16 @@
-"""The decoding sweep (off the DAG; table in docs/diffusion.md): how many draws, at which temperature, kept by fluency.
+"""The decoding sweep (off the DAG; table in docs/diffusion.md): how many draws, at which temperature, kept by which
+rerank rule.
 
 For each temperature: max(draws) seeded draws of every control row (`generate.draw`: draw j is seeded with seed + j,
-so the first n draws are exactly those of `sample.num_samples = n`), each text scored once by the reranker's language
-model; for each n in draws, the most fluent of the first n is kept (`fluency_pick`, as `sample.rerank: fluency`) and
-the kept texts are scored:
-- fluency_ppl_smollm2: the score stage's metric (the reranker's own model: it is what the rerank optimises);
+so the first n draws are exactly those of `sample.num_samples = n`), each text scored once by the rerankers' models;
+for each n in draws and each rule in reranks, the rule's choice among the first n (`generate.pick`, as
+`sample.rerank`) is kept and the kept texts are scored:
+- fluency_ppl_smollm2: the score stage's metric (the fluency and controls rules' own model: they optimise it);
 - bertscore_f1_minilm: the score stage's BERTScore against the gold response (mean over rows);
 - dist2: distinct bigrams / bigrams x100 over lower-cased word and punctuation tokens (a regex, not the score stage's
   spaCy words: compare the rows with each other, not with the README table);
+- acc_cm, acc_it: the score stage's ACC-CM and ACC-IT against the rows' controls (with a control judge; the controls
+  rule's own judges);
 - sample_seconds: the sampling time of n draws (the max(draws) run, scaled by n / max(draws)).
 Greedy unmasking (temperature 0, masked family) draws the same text every time: it is run once, n = 1.
 """
@@ -19,8 +22,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from pipeline.diffusion.generate import FluencyNLL, SampleConfig, draw, fluency_pick
+from pipeline.diffusion.generate import RERANKS, FluencyNLL, SampleConfig, draw, pick
 from pipeline.diffusion.vocab import Vocab
+from pipeline.errors import PipelineError
+from pipeline.judges import ControlAgreement, agreement
+from pipeline.metrics.control import cm_accuracy, ratio
 from pipeline.metrics.diversity import distinct_n
 from pipeline.metrics.relevance import fluency_ppl
 
@@ -29,9 +35,14 @@ WORD = re.compile(r"\w+|[^\w\s]")  # a word or one punctuation mark
 
 def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: Sequence[str], cfg: SampleConfig,
                    seed: int, temperatures: Sequence[float], draws: Sequence[int], strength: float,
-                   fluency_nll: FluencyNLL, bertscore: Callable[[list[str], list[str]], np.ndarray]) -> list[dict]:
-    """rows: control-source rows (generate.control_rows), gold: their reference responses. -> one dict per
-    (temperature, n): temperature, draws, fluency_ppl_smollm2, bertscore_f1_minilm, dist2, sample_seconds."""
+                   fluency_nll: FluencyNLL, bertscore: Callable[[list[str], list[str]], np.ndarray],
+                   reranks: Sequence[str] = ("fluency",), judge: ControlAgreement | None = None) -> list[dict]:
+    """rows: control-source rows (generate.control_rows), gold: their reference responses; judge: re-tags the draws
+    (needed by rule controls; without it acc_cm / acc_it are NaN). -> one dict per (temperature, n, rule):
+    temperature, draws, rerank, fluency_ppl_smollm2, bertscore_f1_minilm, dist2, acc_cm, acc_it, sample_seconds."""
+    unknown = [r for r in reranks if r not in RERANKS]
+    if unknown or ("controls" in reranks and judge is None):
+        raise PipelineError(f"reranks {', '.join(reranks)}: use rules of {', '.join(RERANKS)}; controls needs a judge")
     table = []
     for temperature in temperatures:
         most = max(draws) if temperature > 0 or model.cfg.family == "continuous" else 1
@@ -40,13 +51,24 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
                      strength)  # [most][rows]
         seconds = time.perf_counter() - start
         nll = np.stack([fluency_nll(t) for t in texts])  # [most, rows]
+        checks = [judge.check(rows, t) for t in texts] if judge else None  # per draw: cm_ok [rows, 3], it [rows, 2]
+        agree = np.stack([agreement(*c) for c in checks]) if checks else None  # [most, rows]
         for n in sorted({min(n, most) for n in draws}):
-            pick = fluency_pick(nll[:n])  # [rows]
-            kept = [texts[d][i] for i, d in enumerate(pick)]
-            table.append({
-                "temperature": temperature, "draws": n,
-                "fluency_ppl_smollm2": round(fluency_ppl(nll[pick, np.arange(len(rows))]), 1),
-                "bertscore_f1_minilm": round(float(bertscore(kept, list(gold)).mean()), 4),
-                "dist2": round(distinct_n([WORD.findall(t.lower()) for t in kept], 2), 2),
-                "sample_seconds": round(seconds * n / most, 1)})
+            for rule in reranks:
+                kept_draw = pick(rule, texts[:n], nll[:n], None if agree is None else agree[:n])  # [rows]
+                rows_i = np.arange(len(rows))
+                kept = [texts[d][i] for i, d in enumerate(kept_draw)]
+                if checks:
+                    cm_ok = np.stack([checks[d][0][i] for i, d in enumerate(kept_draw)])  # [rows, 3]
+                    it = np.stack([checks[d][1][i] for i, d in enumerate(kept_draw)])  # [rows, 2]
+                    acc_cm, acc_it = cm_accuracy(cm_ok)["mean"], ratio(*it.sum(0))
+                else:
+                    acc_cm = acc_it = float("nan")
+                table.append({
+                    "temperature": temperature, "draws": n, "rerank": rule,
+                    "fluency_ppl_smollm2": round(fluency_ppl(nll[kept_draw, rows_i]), 1),
+                    "bertscore_f1_minilm": round(float(bertscore(kept, list(gold)).mean()), 4),
+                    "dist2": round(distinct_n([WORD.findall(t.lower()) for t in kept], 2), 2),
+                    "acc_cm": round(acc_cm, 2), "acc_it": round(acc_it, 2),
+                    "sample_seconds": round(seconds * n / most, 1)})
     return table

@@ -7,8 +7,12 @@ strength < 1 the candidate's own response is the starting point (sampler.py). Se
 one of RERANKS:
 - mbr: the draw with the highest mean similarity to the other draws (similarity: `overlap`, the mean of the unigram and
   bigram F1 of lower-cased whitespace tokens, a cheap stand-in for DiffuSeq's BLEU-based MBR);
-- fluency: the draw that a language model finds most probable per token (the caller supplies it: stage `sample` uses
-  SmolLM2, `pipeline.metrics.relevance.FluencyScorer`, the scorer of the fluency metric itself).
+- fluency: the draw that a language model finds most probable per token (stage `sample` uses SmolLM2,
+  `pipeline.metrics.relevance.FluencyScorer`, the scorer of the fluency metric itself);
+- controls: the draw whose re-tagged CM and intents agree best with the controls it was given (the taggers of stage
+  `score`, `pipeline.judges.ControlAgreement`), the most fluent of those on ties.
+The caller supplies the models a rule reads (`Judges`; `pipeline.judges.load_judges` loads them), so this module
+imports no tagger or language model.
 """
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -29,9 +33,27 @@ from pipeline.errors import PipelineError
 from pipeline.metrics.diversity import ngrams
 from pipeline.progress import progress
 
-# Which of several draws per row is kept: the first, the MBR choice, or the most fluent.
-RERANKS = ("none", "mbr", "fluency")
+# Which of several draws per row is kept: the first, the MBR choice, the most fluent, or the one that keeps its controls.
+RERANKS = ("none", "mbr", "fluency", "controls")
 FluencyNLL = Callable[[list[str]], np.ndarray]  # texts -> mean NLL per token of each [N], NaN for an empty text
+# (control rows, one text per row) -> agreement of each text with its row's controls [N], in [0, 1]
+ControlAgreement = Callable[[Sequence[Mapping], list[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Judges:
+    """The models the rerank rules read (None: not loaded). fluency_nll: rules fluency and controls (its tie-break);
+    agreement: rule controls."""
+
+    fluency_nll: FluencyNLL | None = None
+    agreement: ControlAgreement | None = None
+
+    def check(self, rule: str) -> None:
+        """Raise if `rule` needs a model that is missing."""
+        if rule in ("fluency", "controls") and self.fluency_nll is None:
+            raise PipelineError(f"sample.rerank {rule} needs a language model to score the draws (fluency_nll)")
+        if rule == "controls" and self.agreement is None:
+            raise PipelineError("sample.rerank controls needs the taggers to re-tag the draws (agreement)")
 
 
 @dataclass(frozen=True)
@@ -55,7 +77,7 @@ class SampleConfig:
     temperature: float
     edit_strength: float
     num_samples: int
-    rerank: Literal["none", "mbr", "fluency"]
+    rerank: Literal["none", "mbr", "fluency", "controls"]
     candidates: int | None
     batch_size: int
 
@@ -125,6 +147,28 @@ def fluency_pick(nll: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(nll), np.inf, nll).argmin(axis=0)
 
 
+def controls_pick(agreement: np.ndarray, nll: np.ndarray) -> np.ndarray:
+    """agreement [draws, rows] (higher: the draw keeps more of its controls), nll [draws, rows] as in `fluency_pick`
+    -> for each row the index of the draw with the highest agreement, the lowest NLL among those, the first on ties."""
+    nll = np.where(np.isnan(nll), np.inf, nll)
+    return np.array([min(range(len(a)), key=lambda d: (-a[d], n[d], d)) for a, n in zip(agreement.T, nll.T)], dtype=int)
+
+
+def pick(rule: str, draws: list[list[str]], nll: np.ndarray | None = None,
+         agreement: np.ndarray | None = None) -> np.ndarray:
+    """The draw kept for each row by `rule` (RERANKS) -> indices [rows]. draws: texts [draws][rows]; nll: their mean NLL
+    per token [draws, rows] (rules fluency, controls); agreement: with their controls [draws, rows] (rule controls)."""
+    if rule == "none":
+        return np.zeros(len(draws[0]), dtype=int)
+    if rule == "mbr":
+        return np.array([mbr_pick([texts[i] for texts in draws]) for i in range(len(draws[0]))], dtype=int)
+    if rule == "fluency":
+        return fluency_pick(nll)
+    if rule == "controls":
+        return controls_pick(agreement, nll)
+    raise PipelineError(f"unknown sample.rerank {rule!r}: use one of {', '.join(RERANKS)}")
+
+
 def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
          strength: float = 1.0) -> list[list[str]]:
     """cfg.num_samples generated responses per control-source row (mappings with `context` and the CONTROL_FIELDS
@@ -151,22 +195,20 @@ def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleCon
     return draws
 
 
-def rerank(draws: list[list[str]], rule: str, fluency_nll: FluencyNLL | None = None) -> list[str]:
-    """One text per row out of draws [num_samples][rows], kept by `rule` (RERANKS); fluency_nll: the language model of
-    rule "fluency" (texts -> NLL per token [N]). -> texts [rows]"""
-    if rule == "fluency" and fluency_nll is None:
-        raise PipelineError("sample.rerank fluency needs a language model to score the draws (fluency_nll)")
+def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: Judges = Judges()) -> list[str]:
+    """One text per row out of draws [num_samples][rows] of the control rows `rows`, kept by `rule` (RERANKS) with the
+    models in `judges`. -> texts [rows]"""
+    judges.check(rule)
     if rule == "none" or len(draws) == 1:
         return draws[0]
-    if rule == "fluency":
-        pick = fluency_pick(np.stack([fluency_nll(texts) for texts in draws]))  # [rows]
-    else:
-        pick = [mbr_pick([texts[i] for texts in draws]) for i in range(len(draws[0]))]
-    return [draws[d][i] for i, d in enumerate(pick)]
+    nll = np.stack([judges.fluency_nll(texts) for texts in draws]) if rule in ("fluency", "controls") else None
+    agreement = np.stack([judges.agreement(rows, texts) for texts in draws]) if rule == "controls" else None
+    return [draws[d][i] for i, d in enumerate(pick(rule, draws, nll, agreement))]
 
 
 def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
-             strength: float = 1.0, fluency_nll: FluencyNLL | None = None) -> list[str]:
+             strength: float = 1.0, judges: Judges = Judges()) -> list[str]:
     """One generated response per control-source row: cfg.num_samples draws (`draw`), one kept by cfg.rerank
-    (`rerank`; fluency_nll: its language model for rule "fluency"). -> texts in the order of `rows`."""
-    return rerank(draw(model, vocab, rows, cfg, seed, strength), cfg.rerank, fluency_nll)
+    (`rerank`, reading the models in `judges`). -> texts in the order of `rows`."""
+    judges.check(cfg.rerank)
+    return rerank(draw(model, vocab, rows, cfg, seed, strength), rows, cfg.rerank, judges)

@@ -1,0 +1,55 @@
+"""The models that rerank several draws per control row (`pipeline.diffusion.generate.Judges`), loaded for a rule.
+
+- fluency: SmolLM2, the fluency metric's own scorer (`pipeline.metrics.relevance.FluencyScorer`);
+- controls: `ControlAgreement`, the draw re-tagged by the CM and intent taggers of stage `score` and compared with the
+  controls it was given, as ACC-CM and ACC-IT compare them (`pipeline.metrics.control`); SmolLM2 breaks its ties.
+Both rules optimise what a column of the score table reads: say so next to the figures of a reranked system.
+"""
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.diffusion.generate import Judges
+from pipeline.embeddings import context_text
+from pipeline.labels import MECHANISMS
+from pipeline.metrics.control import cm_matches, intent_matches
+from pipeline.metrics.relevance import FluencyScorer
+from pipeline.segment import segment_texts
+from pipeline.tagging import Taggers
+
+CM = [f"cm_{m}" for m in MECHANISMS]
+
+
+def agreement(cm_ok: np.ndarray, it: np.ndarray) -> np.ndarray:
+    """cm_ok: bool [N, 3] (`cm_matches`), it: [N, (matched, counted)] intent positions (`intent_matches`) -> [N]: the
+    mean of the share of mechanisms matched and the share of intent positions matched (1 when none is counted)."""
+    it_share = np.where(it[:, 1] > 0, it[:, 0] / np.maximum(it[:, 1], 1), 1.0)
+    return (cm_ok.mean(axis=1) + it_share) / 2
+
+
+class ControlAgreement:
+    """(control rows with `context`, cm_er/cm_ip/cm_ex and `intents`; one text per row) -> `agreement` [N]."""
+
+    def __init__(self, taggers: Taggers, cm_threshold: float,
+                 segment: Callable[[list[str]], list[dict]] = segment_texts):
+        self.taggers, self.cm_threshold, self.segment = taggers, cm_threshold, segment
+
+    def check(self, rows: Sequence[Mapping], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """-> (cm_ok bool [N, 3], intent positions [N, (matched, counted)]) of each text against its row's controls."""
+        tagged = self.taggers.mechanisms([context_text(r["context"]) for r in rows], texts) > self.cm_threshold
+        control = np.array([[bool(r[c]) for c in CM] for r in rows], dtype=bool).reshape(-1, 3)
+        intents = self.taggers.intents(texts, self.segment(texts))
+        it = np.array([intent_matches(t, list(r["intents"])) for t, r in zip(intents, rows)], dtype=int).reshape(-1, 2)
+        return cm_matches(tagged, control), it
+
+    def __call__(self, rows: Sequence[Mapping], texts: list[str]) -> np.ndarray:
+        return agreement(*self.check(rows, texts))
+
+
+def load_judges(rule: str, taggers_dir, cm_threshold: float) -> Judges:
+    """The models `rule` reads: SmolLM2 for fluency and controls, the cm and intent taggers of taggers_dir for
+    controls (cm_threshold: params.yaml `tag.cm_threshold`, as stage `tag` used); none for none and mbr."""
+    fluency_nll = FluencyScorer.load().nll if rule in ("fluency", "controls") else None
+    judge = (ControlAgreement(Taggers.load(taggers_dir, names=("cm", "intent")), cm_threshold)
+             if rule == "controls" else None)
+    return Judges(fluency_nll, judge)
