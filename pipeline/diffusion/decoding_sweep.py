@@ -43,7 +43,7 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
     unknown = [r for r in reranks if r not in RERANKS]
     if unknown or ("controls" in reranks and judge is None):
         raise PipelineError(f"reranks {', '.join(reranks)}: use rules of {', '.join(RERANKS)}; controls needs a judge")
-    table = []
+    table, rows_i = [], np.arange(len(rows))
     for temperature in temperatures:
         most = max(draws) if temperature > 0 or model.cfg.family == "continuous" else 1
         start = time.perf_counter()
@@ -56,7 +56,6 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
         for n in sorted({min(n, most) for n in draws}):
             for rule in reranks:
                 kept_draw = pick(rule, texts[:n], nll[:n], None if agree is None else agree[:n])  # [rows]
-                rows_i = np.arange(len(rows))
                 kept = [texts[d][i] for i, d in enumerate(kept_draw)]
                 if checks:
                     cm_ok = np.stack([checks[d][0][i] for i, d in enumerate(kept_draw)])  # [rows, 3]
