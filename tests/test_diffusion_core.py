@@ -87,6 +87,9 @@ def test_truncation_drops_oldest_context_then_last_words(vocab):
 
 
 def test_partial_noising_leaves_non_response_positions_bit_identical(vocab):
+    # Seeded: self-conditioning picks a random half of the examples, and when it picks all four its extra pass would be
+    # counted below as one of the four full-batch passes (the test failed that way about one run in sixteen).
+    torch.manual_seed(0)
     batch = collate([encode_example(["hi there"], r, vocab, CFG, r["subword_ids"]) for r in ROWS])
     model = DiffusEmpModel(SELF_CONDITIONED, vocab)
     seen = []
