@@ -3,21 +3,20 @@
 - fluency: SmolLM2, the fluency metric's own scorer (`pipeline.metrics.relevance.FluencyScorer`);
 - controls: `ControlAgreement`, the draw re-tagged by the CM and intent taggers of stage `score` and compared with the
   controls it was given, as ACC-CM and ACC-IT compare them (`pipeline.metrics.control`); SmolLM2 breaks its ties.
-Both rules optimise what a column of the score table reads: say so next to the figures of a reranked system.
+- relevance: SmolLM2 and `ContextRelevance`, the cosine of the draw's and the context's MiniLM sentence embeddings
+  (the encoder of retrieval, and the model under BERTScore, which compares tokens with the gold response instead).
+Each rule optimises what a column of the score table reads: say so next to the figures of a reranked system.
 """
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from pipeline.diffusion.generate import Judges
-from pipeline.embeddings import context_text
-from pipeline.labels import MECHANISMS
-from pipeline.metrics.control import cm_matches, intent_matches
+from pipeline.embeddings import context_text, encode_texts
+from pipeline.metrics.control import CM_COLUMNS, cm_matches, intent_positions
 from pipeline.metrics.relevance import FluencyScorer
 from pipeline.segment import segment_texts
 from pipeline.tagging import Taggers
-
-CM = [f"cm_{m}" for m in MECHANISMS]
 
 
 def agreement(cm_ok: np.ndarray, it: np.ndarray) -> np.ndarray:
@@ -34,22 +33,36 @@ class ControlAgreement:
                  segment: Callable[[list[str]], list[dict]] = segment_texts):
         self.taggers, self.cm_threshold, self.segment = taggers, cm_threshold, segment
 
+    @classmethod
+    def load(cls, taggers_dir, cm_threshold: float) -> "ControlAgreement":
+        """With the cm and intent taggers of taggers_dir (cm_threshold: params.yaml `tag.cm_threshold`)."""
+        return cls(Taggers.load(taggers_dir, names=("cm", "intent")), cm_threshold)
+
     def check(self, rows: Sequence[Mapping], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """-> (cm_ok bool [N, 3], intent positions [N, (matched, counted)]) of each text against its row's controls."""
         tagged = self.taggers.mechanisms([context_text(r["context"]) for r in rows], texts) > self.cm_threshold
-        control = np.array([[bool(r[c]) for c in CM] for r in rows], dtype=bool).reshape(-1, 3)
+        control = np.array([[bool(r[c]) for c in CM_COLUMNS] for r in rows], dtype=bool).reshape(-1, 3)
         intents = self.taggers.intents(texts, self.segment(texts))
-        it = np.array([intent_matches(t, list(r["intents"])) for t, r in zip(intents, rows)], dtype=int).reshape(-1, 2)
-        return cm_matches(tagged, control), it
+        return cm_matches(tagged, control), intent_positions(intents, [r["intents"] for r in rows])
 
     def __call__(self, rows: Sequence[Mapping], texts: list[str]) -> np.ndarray:
         return agreement(*self.check(rows, texts))
 
 
+def context_relevance(rows: Sequence[Mapping], texts: list[str]) -> np.ndarray:
+    """(control rows with `context`, one text per row) -> cosine of each text's and its row's context's MiniLM sentence
+    embeddings [N] (pipeline.embeddings.encode_texts; each distinct text or context encoded once)."""
+    contexts = [context_text(r["context"]) for r in rows]
+    distinct = list(dict.fromkeys([*texts, *contexts]))
+    vectors = encode_texts(distinct)  # [n_distinct, 384], L2-normalised
+    row = {t: i for i, t in enumerate(distinct)}
+    return np.einsum("nd,nd->n", vectors[[row[t] for t in texts]], vectors[[row[c] for c in contexts]])
+
+
 def load_judges(rule: str, taggers_dir, cm_threshold: float) -> Judges:
-    """The models `rule` reads: SmolLM2 for fluency and controls, the cm and intent taggers of taggers_dir for
-    controls (cm_threshold: params.yaml `tag.cm_threshold`, as stage `tag` used); none for none and mbr."""
-    fluency_nll = FluencyScorer.load().nll if rule in ("fluency", "controls") else None
-    judge = (ControlAgreement(Taggers.load(taggers_dir, names=("cm", "intent")), cm_threshold)
-             if rule == "controls" else None)
-    return Judges(fluency_nll, judge)
+    """The models `rule` reads: SmolLM2 for fluency, controls and relevance, the cm and intent taggers of taggers_dir
+    for controls (cm_threshold: params.yaml `tag.cm_threshold`, as stage `tag` used), MiniLM for relevance; none for
+    none and mbr."""
+    fluency_nll = FluencyScorer.load().nll if rule in ("fluency", "controls", "relevance") else None
+    judge = ControlAgreement.load(taggers_dir, cm_threshold) if rule == "controls" else None
+    return Judges(fluency_nll, judge, context_relevance if rule == "relevance" else None)

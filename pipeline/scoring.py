@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.labels import MECHANISMS
-from pipeline.metrics.control import cm_accuracy, cm_matches, f1, intent_matches, ratio, sf_overlap
+from pipeline.metrics.control import CM_COLUMNS, cm_accuracy, cm_matches, f1, intent_positions, ratio, sf_overlap
 from pipeline.metrics.diversity import avg_len, distinct_n
 from pipeline.metrics.relevance import fluency_ppl, miscore
 from pipeline.metrics.selfbleu import pair_bleu, self_bleu
@@ -27,7 +27,6 @@ from pipeline.progress import log
 from pipeline.schemas import CONTROL_NAMES
 
 SYSTEMS = ("human", "retrieval", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
-CM = [f"cm_{m}" for m in MECHANISMS]
 P_CM = [f"p_{m}" for m in MECHANISMS]
 
 
@@ -111,9 +110,8 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
     tags = scorers.tag(contexts, texts, segments)
     sf = scorers.frames(segments, texts)
 
-    cm_ok = cm_matches(tags[CM].to_numpy(bool), outputs[CM].to_numpy(bool))  # [N, 3]
-    it = np.array([intent_matches(list(t), list(c)) for t, c in zip(tags["intents"], outputs["intents"])],
-                  dtype=int).reshape(-1, 2)  # [N, (correct, total)]
+    cm_ok = cm_matches(tags[list(CM_COLUMNS)].to_numpy(bool), outputs[list(CM_COLUMNS)].to_numpy(bool))  # [N, 3]
+    it = intent_positions(tags["intents"], outputs["intents"])  # [N, (correct, total)]
     sfo = np.array([sf_overlap(t, list(c)) for t, c in zip(sf, outputs["sf"])],
                    dtype=int).reshape(-1, 3)  # [N, (overlap, tagged, control)]
     nll = scorers.mi_nll(contexts, texts)
@@ -121,7 +119,7 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
         "example_id": outputs["example_id"], "text": texts, "n_tokens": [len(t) for t in tokens],
         "bertscore_f1": scorers.bertscore(texts, list(outputs["reference"])), "mi_nll": nll,
         "self_bleu": self_bleu(tokens),
-        **{f"{c}_ok": cm_ok[:, j] for j, c in enumerate(CM)},
+        **{f"{c}_ok": cm_ok[:, j] for j, c in enumerate(CM_COLUMNS)},
         "it_correct": it[:, 0], "it_total": it[:, 1],
         "sf_overlap": sfo[:, 0], "sf_tagged": sfo[:, 1], "sf_control": sfo[:, 2],
         **{p: tags[p].to_numpy(float) for p in P_CM},

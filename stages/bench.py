@@ -1,6 +1,6 @@
 """Stage bench: throughput of the trained model's configuration on this machine -> metrics/bench.json (training
-examples/s and GFLOP/s next to the matmul peak, sampling responses/s with the most steps and with the default, the
-whole default decoding's responses/s (draws + rerank), peak memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
+examples/s and GFLOP/s next to the matmul peak, sampling responses/s at each of `bench.sample_steps`, the whole default
+decoding's responses/s (draws + rerank), peak memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
 import torch
 import typer
 
@@ -26,18 +26,18 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
          out: str = "metrics/bench.json", params: str = "params.yaml") -> None:
     p = load_params(params)
     cfg, seed = section(p, "bench", BenchParams), value(p, "seed", int)
-    batch_size = TrainConfig.from_dict(p.get("train") or {}).batch_size
+    train_cfg = TrainConfig.from_dict(p.get("train") or {})
     sample_cfg = section(p, "sample", SampleConfig)
     seed_everything(seed)
     net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
 
     # Real inputs: a training batch of the configured size (gold responses) and a small sampling batch of test rows.
     df = read_frame(controls, CONTROLS, stage="controls")
-    train_rows = df[df["split"] == "train"].sample(n=batch_size, random_state=seed).to_dict("records")
+    train_rows = df[df["split"] == "train"].sample(n=train_cfg.batch_size, random_state=seed).to_dict("records")
     test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
     judges = load_judges(sample_cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
-    figures = run_bench(net, vocab, encode_rows(train_rows, vocab, net.cfg), test_rows, cfg.train_steps, sample_cfg,
-                        judges)
+    figures = run_bench(net, vocab, encode_rows(train_rows, vocab, net.cfg), test_rows, cfg.train_steps,
+                        train_cfg.bf16, cfg.sample_steps, sample_cfg, judges)
     write_json(out, figures)
 
 

@@ -1,11 +1,12 @@
-"""The decoding sweep: temperature x draws x rerank rule, on the rank-0 rows of the scored subset of a split ->
-plots/decoding_sweep.csv (one row per mode, split, temperature, number of draws and rule; a rerun replaces the rows of
-its mode, split, temperatures and rules).
+"""The decoding sweep: sampler steps x temperature x draws x rerank rule, on the rank-0 rows of the scored subset of a
+split -> plots/decoding_sweep.csv (one row per mode, split, steps, temperature, number of draws and rule; a rerun
+replaces the rows of its mode, split, steps, temperatures and rules).
 
 Not a stage of the default DAG (an hour on 2 cores for the three modes); run it by hand on the trained model:
     python -m stages.decoding_sweep --mode retrieved --temperatures 0,0.5,1 --draws 1,2,4,6
     python -m stages.decoding_sweep --mode oracle --temperatures 1 --draws 1,2,4,6
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --reranks none,mbr,fluency,controls
+    python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --steps null,32,16,8
 Columns and method: pipeline/diffusion/decoding_sweep.py; the table: docs/diffusion.md.
 """
 import dataclasses
@@ -20,14 +21,14 @@ from pipeline.diffusion.decoding_sweep import WORD, sweep_decoding
 from pipeline.diffusion.generate import SampleConfig, control_rows
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_frame
-from pipeline.judges import ControlAgreement
+from pipeline.judges import ControlAgreement, context_relevance
 from pipeline.metrics.diversity import distinct_n
 from pipeline.metrics.relevance import BertScore, FluencyScorer, fluency_ppl
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES
 from pipeline.seeding import seed_everything
-from pipeline.tagging import Taggers, TagParams
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 
@@ -35,9 +36,10 @@ SOURCES = {"retrieved": "data/retrieval/candidates.parquet", "oracle": "data/ret
            "edit": "data/retrieval/candidates.parquet"}
 
 
-def numbers(text: str, kind: type) -> list:
+def numbers(text: str, kind: type, null: bool = False) -> list:
+    """'0,0.5,1' -> [0.0, 0.5, 1.0]; with null, the item 'null' is None."""
     try:
-        return [kind(x) for x in text.split(",")]
+        return [None if null and x == "null" else kind(x) for x in text.split(",")]
     except ValueError:
         raise PipelineError(f"{text!r}: give comma-separated {kind.__name__}s, e.g. 0,0.5,1") from None
 
@@ -47,7 +49,9 @@ def numbers(text: str, kind: type) -> list:
 def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (at sample.edit_strength)"),
          temperatures: str = typer.Option("0,0.5,1", help="comma-separated sampling temperatures"),
          draws: str = typer.Option("1,2,4,6", help="comma-separated numbers of draws"),
-         reranks: str = typer.Option("fluency", help="comma-separated rerank rules: none, mbr, fluency, controls"),
+         reranks: str = typer.Option("fluency", help="comma-separated rerank rules: none, mbr, fluency, controls, relevance"),
+         steps: str = typer.Option(None, help="comma-separated sampler step counts, null = the most "
+                                              "(default: sample.steps)"),
          split: str = typer.Option(None, help="train | valid | test (default: sample.split); choose rules on valid"),
          controls: str = "data/signals/controls.parquet", dialogues: str = "data/prepared/dialogues.parquet",
          model: str = "models/diffusion", taggers: str = "models/taggers", out: str = "plots/decoding_sweep.csv",
@@ -55,8 +59,10 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     if mode not in SOURCES:
         raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(SOURCES)}")
     temps, counts = numbers(temperatures, float), numbers(draws, int)
-    if min(temps) < 0 or min(counts) < 1:
-        raise PipelineError(f"--temperatures {temperatures} --draws {draws}: temperatures >= 0, draws >= 1")
+    step_counts = None if steps is None else numbers(steps, int, null=True)
+    if min(temps) < 0 or min(counts) < 1 or any(s is not None and s < 1 for s in step_counts or []):
+        raise PipelineError(f"--temperatures {temperatures} --draws {draws} --steps {steps}: temperatures >= 0, "
+                            "draws >= 1, steps >= 1 or null")
     p = load_params(params)
     cfg, seed = section(p, "sample", SampleConfig), value(p, "seed", int)
     cfg = dataclasses.replace(cfg, split=split or cfg.split)
@@ -71,8 +77,8 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     fluency_nll, bertscore = FluencyScorer.load().nll, BertScore()
     table = sweep_decoding(net, vocab, rows, gold, cfg, seed, temps, counts,
                            cfg.edit_strength if mode == "edit" else 1.0, fluency_nll, bertscore, rules,
-                           ControlAgreement(Taggers.load(taggers, names=("cm", "intent")),
-                                            section(p, "tag", TagParams).cm_threshold))
+                           ControlAgreement.load(taggers, section(p, "tag", TagParams).cm_threshold), step_counts,
+                           context_relevance)
     log(f"[decoding_sweep] reference on these {len(rows)} {cfg.split} rows: gold fluency_ppl_smollm2 "
         f"{fluency_ppl(fluency_nll(gold)):.1f}, dist2 {distinct_n([WORD.findall(t.lower()) for t in gold], 2):.2f}; "
         f"the source response's BERTScore against the gold "
@@ -80,7 +86,7 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     new = pd.DataFrame(table).assign(mode=mode, split=cfg.split, examples=len(rows))
     old = pd.read_csv(out) if Path(out).exists() else pd.DataFrame(columns=new.columns)
     replaced = ((old["mode"] == mode) & (old["split"] == cfg.split) & old["temperature"].isin(temps)
-                & old["rerank"].isin(rules))
+                & old["rerank"].isin(rules) & old["steps"].isin(new["steps"]))
     merged = pd.concat([old[~replaced], new], ignore_index=True)[["mode", "split", "examples", *table[0]]]
     with atomic_path(out, ".csv") as tmp:
         merged.to_csv(tmp, index=False)

@@ -13,6 +13,8 @@ import typer
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.errors import PipelineError
+from pipeline.labels import MECHANISMS
+from pipeline.metrics.control import CM_COLUMNS
 from pipeline.diffusion.generate import RERANKS, SampleConfig
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
@@ -39,7 +41,7 @@ def record(turns: list[str], res: dict) -> dict:
     cand, ctl = res["candidate"], res["controls"]
     return {"context": turns, "rank": cand["rank"], "score": cand["score"], "candidate_id": cand["example_id"],
             "candidate_response": cand["response"], "control_sequence": control_sequence(ctl),
-            "cm": {m: bool(ctl[f"cm_{m}"]) for m in ("er", "ip", "ex")}, "intents": list(ctl["intents"]),
+            "cm": {m: bool(ctl[c]) for m, c in zip(MECHANISMS, CM_COLUMNS)}, "intents": list(ctl["intents"]),
             "sf": list(ctl["sf"]), "response": res["response"]}
 
 
@@ -58,7 +60,7 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          strength: float = typer.Option(None, help="With --init candidate: how much to change, in (0, 1] "
                                                    "(default: sample.edit_strength)."),
          samples: int = typer.Option(None, help="Draws per response, reranked (default: sample.num_samples)."),
-         rerank: str = typer.Option(None, help="none | mbr | fluency | controls: which draw to keep "
+         rerank: str = typer.Option(None, help="none | mbr | fluency | controls | relevance: which draw to keep "
                                                "(default: sample.rerank)."),
          index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
          params: str = "params.yaml") -> None:

@@ -1,5 +1,4 @@
 """The shared library pieces: atomic writers, declared-schema tables, one-line errors, segmentation and alignment."""
-import json
 
 import pyarrow as pa
 import pytest

@@ -1,4 +1,6 @@
 """Diffusion core: config, vocab, encoding, partial noising, respacing; a tiny model overfits and regenerates."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from pipeline.diffusion.inputs import Role, collate, encode_example
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import DiffusEmpModel
-from pipeline.diffusion.sampler import decode, sample
+from pipeline.diffusion.sampler import decode, reverse_chain, sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
@@ -183,6 +185,69 @@ def test_sampler_feeds_back_the_previous_estimate_on_response_positions(vocab):
         assert torch.equal(fed, previous * resp)
     x, t, mask = calls[1][1], torch.tensor([7] * len(ROWS)), control_range_mask(batch, CFG.mask, CFG.signals)
     assert not torch.allclose(model(x, t, mask), model(x, t, mask, torch.randn_like(x)))  # the estimate is used
+
+
+MU, S = 0.5, 0.8  # the toy data of the solver tests: every coordinate of x0 ~ N(MU, S^2)
+
+
+def gaussian_denoiser(schedule: Schedule):
+    """The exact x0 estimate E[x0 | x_i] of the toy data: MU + a S^2 (x - a MU) / (a^2 S^2 + sigma^2), a^2 = alpha_bar."""
+    def denoise(x, step):
+        ab = schedule.alpha_bar[step].to(x.dtype)[:, None, None]
+        return MU + ab.sqrt() * S ** 2 * (x - ab.sqrt() * MU) / (ab * S ** 2 + 1 - ab)
+    return denoise
+
+
+def test_dpm_update_by_hand():
+    schedule = Schedule(4)  # alpha_bar at t = 0..4
+    ab = schedule.alpha_bar
+    x, d, step = torch.full((1, 1, 1), 2.0, dtype=torch.float64), torch.full((1, 1, 1), 0.5, dtype=torch.float64), 3
+    h = (0.5 * math.log(ab[2] / (1 - ab[2]))) - (0.5 * math.log(ab[3] / (1 - ab[3])))
+    expected = math.sqrt((1 - ab[2]) / (1 - ab[3])) * 2.0 + math.sqrt(ab[2]) * (1 - math.exp(-h)) * 0.5
+    assert float(schedule.dpm_update(x, d, torch.tensor([step]))) == pytest.approx(expected, rel=1e-12)
+    assert float(schedule.dpm_update(x, d, torch.tensor([1]))) == 0.5  # the last step lands on the data estimate
+
+
+def test_dpm_solver_follows_the_exact_probability_flow_of_gaussian_data():
+    """For Gaussian data the probability-flow ODE keeps z = (x_i - a_i MU) / sqrt(a_i^2 S^2 + sigma_i^2) constant, so
+    x at step 1 is known exactly from x_K; the chain's output is compared with the same last step taken from there.
+    DPM-Solver++(2M) converges (second order) and beats the first-order (DDIM) steps by far."""
+    full = Schedule(2000)
+    x_T = torch.randn((1, 4000, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ab_T = full.alpha_bar[-1]
+    z = (x_T - ab_T.sqrt() * MU) / (ab_T * S ** 2 + 1 - ab_T).sqrt()
+    errors = {}
+    for K in (20, 50):
+        schedule = full.respace(K)
+        ab_1 = schedule.alpha_bar[1]
+        exact = gaussian_denoiser(schedule)(ab_1.sqrt() * MU + (ab_1 * S ** 2 + 1 - ab_1).sqrt() * z, torch.tensor([1]))
+        out = reverse_chain(gaussian_denoiser(schedule), x_T.clone(), schedule, K, "dpm++2m", None)
+        first_order = x_T.clone()
+        for i in range(K, 0, -1):
+            step = torch.tensor([i])
+            first_order = schedule.dpm_update(first_order, gaussian_denoiser(schedule)(first_order, step), step)
+        errors[K] = float((out - exact).abs().mean())
+        assert errors[K] < float((first_order - exact).abs().mean()) / 3
+    assert errors[20] < 0.01 and errors[50] < errors[20] / 2
+
+
+def test_ancestral_chain_samples_gaussian_data():
+    full = Schedule(2000)
+    x_T = torch.randn((1, 4000, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = reverse_chain(gaussian_denoiser(full), x_T, full, 2000, "ancestral", torch.Generator().manual_seed(1))
+    assert float(out.mean()) == pytest.approx(MU, abs=0.03) and float(out.std()) == pytest.approx(S, abs=0.03)
+    with pytest.raises(PipelineError, match="solver"):
+        reverse_chain(gaussian_denoiser(full), x_T, full, 2000, "euler", None)
+
+
+def test_dpm_solver_sampling_is_deterministic_after_the_start_noise(vocab):
+    torch.manual_seed(0)
+    model = DiffusEmpModel(CFG, vocab).eval()
+    batch = collate([encode_example(["hi there"], r, vocab, CFG) for r in ROWS])
+    x_T = lambda seed: torch.Generator().manual_seed(seed)
+    first = sample(model, batch, Schedule(CFG.T), steps=10, generator=x_T(1), solver="dpm++2m")
+    assert sample(model, batch, Schedule(CFG.T), steps=10, generator=x_T(1), solver="dpm++2m") == first
+    assert sample(model, batch, Schedule(CFG.T), steps=10, generator=x_T(2), solver="dpm++2m") != first
 
 
 def test_decode_closes_up_contractions_decimals_and_brackets():

@@ -12,7 +12,7 @@ from pipeline.diffusion.losses import hide, training_loss
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import MaskedDiffusEmpModel, build_model
 from pipeline.diffusion.sampler import decode, sample, still_hidden
-from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.schedule import Schedule, noise
 from pipeline.diffusion.vocab import MASK_ID, Vocab
 from test_diffusion_core import ROWS
 
@@ -83,6 +83,63 @@ def test_sampler_reveals_the_scheduled_count_per_step_and_keeps_what_it_revealed
     assert len(out) == len(ROWS) and all(MASK_ID not in o for o in out)
 
 
+def test_noise_gives_each_stacked_draw_its_own_generators_numbers():
+    g = lambda seed: torch.Generator().manual_seed(seed)
+    both = noise((4, 3), [g(1), g(2)], "cpu", normal=False)  # two draws of two rows
+    assert torch.equal(both, torch.cat([torch.rand((2, 3), generator=g(1)), torch.rand((2, 3), generator=g(2))]))
+    assert torch.equal(noise((4, 3), g(1), "cpu", normal=True), torch.randn((4, 3), generator=g(1)))
+    uneven = noise((5, 2), [g(1), g(2)], "cpu", normal=False, parts=[1, 4])
+    assert torch.equal(uneven[1:], torch.rand((4, 2), generator=g(2)))
+    with pytest.raises(ValueError, match="equal"):
+        noise((5, 2), [g(1), g(2)], "cpu", normal=False)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_stacked_draws_are_the_draws_sampled_alone(vocab, strength):
+    """A batch holding two draws of the same rows (draw-major, one generator each) gives each draw what it gives
+    alone, also when hiding part of a candidate gives the draws different numbers of positions to fill."""
+    torch.manual_seed(0)
+    model = build_model(CFG, vocab).eval()
+    batch = gold_batch(vocab)
+    stacked = collate([encode_example(["hello"], r, vocab, CFG, r["subword_ids"]) for r in ROWS * 2])
+    g = lambda seed: torch.Generator().manual_seed(seed)
+    both = sample(model, stacked, Schedule(CFG.T), steps=4, generator=[g(1), g(2)], temperature=1.0, strength=strength)
+    alone = [sample(model, batch, Schedule(CFG.T), steps=4, generator=g(s), temperature=1.0, strength=strength)
+             for s in (1, 2)]
+    assert both == alone[0] + alone[1] and alone[0] != alone[1]
+
+
+def test_a_row_runs_the_model_only_at_the_steps_where_it_reveals_something(vocab, monkeypatch):
+    """With more steps than positions most steps reveal nothing in a row: the model then sees only the rows that do,
+    and each row's output is the one it gets when sampled alone."""
+    torch.manual_seed(0)
+    model = build_model(CFG, vocab).eval()
+    batch = collate([encode_example(["hello"], r, vocab, CFG) for r in ROWS])
+    rows_seen, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, attn: rows_seen.append(len(ids)) or forward(ids, attn))
+    steps = 12
+    out = sample(model, batch, Schedule(CFG.T), steps=steps)
+    n = batch.is_response.sum(1)
+    left = [n] + [still_hidden(n, k, steps) for k in range(1, steps + 1)]
+    active = [int((left[k - 1] > left[k]).sum()) for k in range(1, steps + 1)]  # rows revealing something at step k
+    assert int(n.max()) < steps and rows_seen == [a for a in active if a] and sum(rows_seen) < steps * len(ROWS)
+    monkeypatch.setattr(model, "forward", forward)
+    for i in range(len(ROWS)):
+        assert sample(model, collate([encode_example(["hello"], ROWS[i], vocab, CFG)]), Schedule(CFG.T),
+                      steps=steps) == [out[i]]
+
+
+def test_bf16_sampling_runs_the_model_in_bfloat16(vocab, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(CFG, vocab).eval()
+    batch = collate([encode_example(["hello"], r, vocab, CFG) for r in ROWS])
+    dtypes, logits = [], model.logits
+    monkeypatch.setattr(model, "logits", lambda h: dtypes.append(logits(h).dtype) or logits(h))
+    out = sample(model, batch, Schedule(CFG.T), steps=3, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                 bf16=True)
+    assert set(dtypes) == {torch.bfloat16} and len(out) == len(ROWS) and all(MASK_ID not in o for o in out)
+
+
 def test_tiny_masked_model_overfits_and_regenerates_from_controls(vocab):
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -139,6 +196,23 @@ def test_controls_pick_by_hand():
     # the best agreement first (row 0: draws 0 and 1, then the lower NLL; row 1: draws 1 and 2, then the lower NLL),
     # then the lowest NLL with an empty draw last (row 2), the first draw on full ties (row 2 between 1 and 2; row 3)
     assert controls_pick(agreement, nll).tolist() == [1, 2, 1, 0]
+
+
+def test_relevance_pick_by_hand():
+    from pipeline.diffusion.generate import relevance_pick
+
+    nan = float("nan")
+    nll = np.array([[1.0, 1.0, nan, nan, 2.0],  # draws x rows
+                    [2.0, 1.0, 2.0, nan, 2.0],
+                    [3.0, 2.0, 1.0, nan, 2.0]])
+    relevance = np.array([[0.1, 0.2, 0.9, 0.5, 0.3],
+                          [0.5, 0.6, 0.1, 0.5, 0.3],
+                          [0.9, 0.1, 0.2, 0.5, 0.5]])
+    # row 0: z(-nll) = (1.22, 0, -1.22) and z(relevance) = (-1.22, 0, 1.22) cancel: the first draw on the tie;
+    # row 1: (0.71, 0.71, -1.41) + (-0.46, 1.39, -0.93): draw 1; row 2: the empty draw is out, however relevant;
+    # row 3: every draw empty: the first; row 4: no spread in fluency, so relevance decides
+    assert relevance_pick(nll, relevance).tolist() == [0, 1, 2, 0, 2]
+    assert relevance_pick(nll, relevance, weight=0.0).tolist() == [0, 0, 2, 0, 0]  # weight 0: the most fluent
 
 
 def test_agreement_by_hand():

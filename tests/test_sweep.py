@@ -46,12 +46,17 @@ def test_decoding_sweep_keeps_the_most_fluent_of_the_first_n_draws():
     torch.set_num_threads(1)
     vocab, _, _ = tiny_setup()
     model, rows = fresh_model(vocab).eval(), [control_row(*s) for s in SENTENCES]
-    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
-                       num_samples=1, rerank="none", candidates=None, batch_size=4)
+    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, solver="ancestral",
+                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, batch_size=4, bf16=False)
     nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])  # a shorter text is "more fluent"
     table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1, 3],
                            strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]))
-    assert [(r["temperature"], r["draws"], r["rerank"]) for r in table] == [(0.0, 1, "fluency"), (0.0, 3, "fluency")]
+    assert [(r["steps"], r["temperature"], r["draws"], r["rerank"]) for r in table] == [(3, 0.0, 1, "fluency"),
+                                                                                       (3, 0.0, 3, "fluency")]
+    by_steps = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1],
+                              strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),
+                              steps=[None, 2])
+    assert [r["steps"] for r in by_steps] == [None, 2]
     assert math.isnan(table[0]["acc_cm"])  # no judge, no controllability
     texts = draw(model, vocab, rows, SampleConfig(**{**cfg.__dict__, "num_samples": 3}), seed=3)
     assert draw(model, vocab, rows, cfg, seed=3) == texts[:1]  # draw j does not depend on how many are drawn
@@ -74,8 +79,8 @@ def test_decoding_sweep_scores_each_rule_with_the_judge_of_the_controls_rule():
     torch.set_num_threads(1)
     vocab, _, _ = tiny_setup()
     model, rows = fresh_model(vocab).eval(), [control_row(*s) for s in SENTENCES]
-    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
-                       num_samples=3, rerank="none", candidates=None, batch_size=4)
+    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, solver="ancestral",
+                       edit_strength=0.5, num_samples=3, rerank="none", candidates=None, batch_size=4, bf16=False)
     nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])
     table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[3],
                            strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),

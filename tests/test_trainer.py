@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from pipeline.diffusion import evaluate, trainer
 from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.generate import Judges, SampleConfig, eval_subset, generate
+from pipeline.diffusion.generate import Judges, SampleConfig, eval_subset, generate, relevance_pick
 from pipeline.diffusion.inputs import collate
 from pipeline.diffusion.inputs import Role
 from pipeline.diffusion.model import DiffusEmpModel
@@ -84,11 +84,34 @@ def test_data_order_shards_partition_the_single_process_batch_and_epochs_are_per
     assert [other_seed.indices(s) for s in range(2)] != [single.indices(s) for s in range(2)]
 
 
-def test_resume_after_a_kill_continues_exactly(tmp_path, monkeypatch):
+def test_length_grouped_batches_sort_each_run_of_batches_by_length():
+    n, size, group = 24, 4, 3  # two runs of three batches per epoch
+    lengths = [(7 * i) % 24 for i in range(n)]  # distinct lengths
+    grouped = DataOrder(n, size, seed=3, lengths=lengths, group_batches=group)
+    plain = DataOrder(n, size, seed=3)
+    for epoch in range(2):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch)).tolist()
+        runs = [sorted(perm[i:i + size * group], key=lambda j: lengths[j]) for i in range(0, n, size * group)]
+        expected = {tuple(run[b:b + size]) for run in runs for b in range(0, len(run), size)}
+        batches = [tuple(grouped.indices(epoch * 6 + k)) for k in range(6)]
+        assert set(batches) == expected  # each batch: neighbours in length within its run of the permutation
+        assert sorted(sum(batches, ())) == sorted(sum((plain.indices(epoch * 6 + k) for k in range(6)), []))
+    ranks = [DataOrder(n, size, seed=3, rank=r, world=2, lengths=lengths, group_batches=group) for r in range(2)]
+    assert all(sorted(ranks[0].indices(s) + ranks[1].indices(s)) == sorted(grouped.indices(s)) for s in range(12))
+    assert DataOrder(n, size, seed=3, lengths=lengths, group_batches=0).indices(0) == plain.indices(0)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_resume_after_a_kill_continues_exactly(tmp_path, monkeypatch, bf16):
     torch.set_num_threads(1)
     vocab, examples, schedule = tiny_setup()
-    straight = train(fresh_model(vocab), examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "a.pt",
+    cfg = TrainConfig(**{**TCFG.__dict__, "bf16": bf16})
+    straight = train(fresh_model(vocab), examples, schedule, cfg, seed=1, checkpoint=tmp_path / "a.pt",
                      fingerprint={})
+    if bf16:  # autocast did run: the same steps in float32 end elsewhere
+        fp32 = train(fresh_model(vocab), examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "c.pt",
+                     fingerprint={})
+        assert not torch.equal(fp32.ema["embedding.weight"], straight.ema["embedding.weight"])
 
     # Kill the second run in its 7th step: the step-4 checkpoint survives, steps 5-6 are lost and must be redone.
     calls, real_loss = [], trainer.training_loss
@@ -101,12 +124,12 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "training_loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
-        train(fresh_model(vocab), examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "b.pt", fingerprint={})
+        train(fresh_model(vocab), examples, schedule, cfg, seed=1, checkpoint=tmp_path / "b.pt", fingerprint={})
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 4
     monkeypatch.setattr(trainer, "training_loss", real_loss)
 
     model = fresh_model(vocab)
-    resumed = train(model, examples, schedule, TCFG, seed=1, checkpoint=tmp_path / "b.pt", fingerprint={})
+    resumed = train(model, examples, schedule, cfg, seed=1, checkpoint=tmp_path / "b.pt", fingerprint={})
     assert resumed.summary["resumed_from_step"] == 4
     for k, v in straight.ema.items():
         assert torch.equal(v, resumed.ema[k]), k
@@ -181,8 +204,8 @@ def test_generate_returns_one_reproducible_text_per_row_in_order():
     vocab, _, _ = tiny_setup()
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
-    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=True, temperature=0.0, edit_strength=0.5,
-                       num_samples=1, rerank="none", candidates=None, batch_size=3)
+    cfg = SampleConfig(split="test", subset=None, steps=3, clamp=True, temperature=0.0, solver="ancestral",
+                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, batch_size=3, bf16=False)
     texts = generate(model, vocab, rows, cfg, seed=5)
     assert len(texts) == len(rows) and all(isinstance(t, str) for t in texts)
     assert generate(model, vocab, rows, cfg, seed=5) == texts
@@ -209,8 +232,8 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     vocab, _, _ = tiny_setup()
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
-    one = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, edit_strength=0.5,
-                       num_samples=1, rerank="none", candidates=None, batch_size=4)
+    one = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, solver="ancestral",
+                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, batch_size=4, bf16=False)
     three = SampleConfig(**{**one.__dict__, "num_samples": 3, "rerank": "mbr"})
     picked = generate(model, vocab, rows, three, seed=5)
     assert len(picked) == len(rows) and generate(model, vocab, rows, three, seed=5) == picked
@@ -219,8 +242,10 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     fluency = SampleConfig(**{**three.__dict__, "rerank": "fluency"})
     nll = lambda texts: scored.append(list(texts)) or np.array([len(t) if t else np.nan for t in texts], dtype=float)
     most_fluent = generate(model, vocab, rows, fluency, seed=5, judges=Judges(fluency_nll=nll))
-    assert len(scored) == 3 and len({tuple(d) for d in scored}) > 1  # three different draws were scored
-    assert most_fluent == [min((draw[i] for draw in scored), key=lambda t: len(t) if t else math.inf)
+    assert len(scored) == 1 and len(scored[0]) == 3 * len(rows)  # one call, every draw of every row, draw-major
+    draws = [scored[0][j * len(rows):(j + 1) * len(rows)] for j in range(3)]
+    assert len({tuple(d) for d in draws}) > 1  # three different draws were scored
+    assert most_fluent == [min((draw[i] for draw in draws), key=lambda t: len(t) if t else math.inf)
                            for i in range(len(rows))]
     with pytest.raises(PipelineError, match="fluency_nll"):
         generate(model, vocab, rows, fluency, seed=5)
@@ -229,10 +254,18 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     controls = SampleConfig(**{**three.__dict__, "rerank": "controls"})
     agree = lambda rs, texts: np.array([float(len(t) % 2 == 0) for t in texts])
     kept = generate(model, vocab, rows, controls, seed=5, judges=Judges(nll, agree))
-    assert kept == [min((draw[i] for draw in scored[:3]), key=lambda t: (len(t) % 2, len(t) if t else math.inf))
+    assert kept == [min((draw[i] for draw in draws), key=lambda t: (len(t) % 2, len(t) if t else math.inf))
                     for i in range(len(rows))]
     with pytest.raises(PipelineError, match="taggers"):
         generate(model, vocab, rows, controls, seed=5, judges=Judges(fluency_nll=nll))
+    # rerank relevance: each row's draws scored as a [draws, rows] matrix (here relevance = the text's length)
+    relevant = SampleConfig(**{**three.__dict__, "rerank": "relevance"})
+    length = lambda rs, texts: np.array([float(len(t)) for t in texts])
+    kept = generate(model, vocab, rows, relevant, seed=5, judges=Judges(nll, relevance=length))
+    matrix = np.array([[len(t) if t else np.nan for t in draw] for draw in draws])
+    assert kept == [draws[d][i] for i, d in enumerate(relevance_pick(matrix, np.nan_to_num(matrix)))]
+    with pytest.raises(PipelineError, match="sentence encoder"):
+        generate(model, vocab, rows, relevant, seed=5, judges=Judges(fluency_nll=nll))
     # Strength 1/3 of 3 respaced steps: one reverse step, from the candidate's embeddings noised to that step.
     seen, forward = [], model.forward
     model.forward = lambda x, t, mask, prev=None: seen.append((x.clone(), t.clone())) or forward(x, t, mask, prev)

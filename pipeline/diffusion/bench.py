@@ -1,6 +1,6 @@
 """Throughput figures of a DiffusEmp model on this machine (benchmarks, never asserts): training examples/s and
-achieved GFLOP/s next to a matmul peak measured in the same process, sampling responses/s (the sampler alone, and the
-whole default decoding: draws + rerank), peak memory.
+achieved GFLOP/s next to a matmul peak measured in the same process, sampling responses/s (the sampler alone at each
+of several step counts, and the whole default decoding: draws + rerank), peak memory.
 
 FLOPs are counted, not estimated: torch.utils.flop_counter counts every matmul / attention of one training step
 (forward + backward), so GFLOP/s = counted FLOPs per step / measured seconds per step.
@@ -24,10 +24,13 @@ from pipeline.diffusion.vocab import Vocab
 
 @dataclass(frozen=True)
 class BenchParams:
-    """params.yaml `bench`: timed training steps (after one warm-up step) and responses per timed sampling batch."""
+    """params.yaml `bench`: timed training steps (after one warm-up step), responses per timed sampling batch, and the
+    sampler's step counts timed (None: the most, all T for the continuous family, one token per step for the
+    masked one)."""
 
     train_steps: int
     sample_batch: int
+    sample_steps: list[int | None]
 
 
 def sync(device: torch.device) -> None:
@@ -47,39 +50,46 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
     return (time.perf_counter() - start) / repeats
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n float32 matmul: the practical compute ceiling of this device for the model's dtype."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak_gflops(device: torch.device, bf16: bool, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matmul in the compute dtype of the run (bfloat16 when bf16, else float32): the practical
+    compute ceiling of this device for it."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n ** 3 / timed(lambda: a @ b, device, repeats) / 1e9
 
 
-def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule) -> int:
+def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool) -> int:
     """FLOPs of one training step's forward and backward (the optimizer update is negligible)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        loss, _ = training_loss(model, batch, schedule)
+        with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = training_loss(model, batch, schedule)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
-def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int, peak: float) -> dict:
-    """Time `steps` AdamW steps on a copy of `model` (the model itself is left untouched). -> figures dict"""
+def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int, peak: float,
+                        bf16: bool) -> dict:
+    """Time `steps` AdamW steps on a copy of `model` (the model itself is left untouched), under bfloat16 autocast
+    when bf16 (as `train.bf16`). -> figures dict"""
     device = next(model.parameters()).device
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
-        loss, _ = training_loss(model, batch, schedule)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = training_loss(model, batch, schedule)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    flops = train_step_flops(model, batch, schedule)
+    flops = train_step_flops(model, batch, schedule, bf16)
     seconds = timed(step, device, steps)
     gflops = flops / seconds / 1e9
-    return {"batch_size": len(batch), "seq_len": batch.ids.shape[1], "seconds_per_step": round(seconds, 4),
+    return {"bf16": bf16, "batch_size": len(batch), "seq_len": batch.ids.shape[1],
+            "seconds_per_step": round(seconds, 4),
             "examples_per_s": round(len(batch) / seconds, 2), "gflop_per_step": round(flops / 1e9, 2),
             "achieved_gflops": round(gflops, 2), "fraction_of_matmul_peak": round(gflops / peak, 3)}
 
@@ -90,9 +100,9 @@ def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(0)
     # No warm-up call: one sampling run is many forward passes, and a second full-T run would double the cost.
-    seconds = timed(lambda: sample(model, batch, schedule, steps, cfg.clamp, generator, cfg.temperature), device, 1,
-                    warmup=False)
-    return {"steps": steps, "batch_size": len(batch), "seconds": round(seconds, 2),
+    seconds = timed(lambda: sample(model, batch, schedule, steps, cfg.clamp, generator, cfg.temperature,
+                                   bf16=cfg.bf16, solver=cfg.solver), device, 1, warmup=False)
+    return {"steps": steps, "bf16": cfg.bf16, "batch_size": len(batch), "seconds": round(seconds, 2),
             "responses_per_s": round(len(batch) / seconds, 3)}
 
 
@@ -116,22 +126,24 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 
 def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sample_rows: list[dict],
-              train_steps: int, sampling: SampleConfig, judges: Judges) -> dict:
+              train_steps: int, train_bf16: bool, sample_steps: Sequence[int | None], sampling: SampleConfig,
+              judges: Judges) -> dict:
     """All figures for metrics/bench.json.
 
-    train_examples: one training batch (gold responses). sample_rows: control rows (with `context`) of one sampling
-    batch, sampled once with the most steps (continuous: all T; masked: one token per step), once with sampling.steps,
-    and once by the whole default decoding (draws + rerank; judges: the models of the rerank rule).
+    train_examples: one training batch (gold responses), timed in the precision of `train.bf16` (train_bf16); the
+    matmul peak is measured in that precision too. sample_rows: control rows (with `context`) of one sampling
+    batch, sampled once per entry of sample_steps (the sampler alone: one draw, no rerank), then by the whole default
+    decoding (sampling.steps, num_samples draws, the rerank; judges: the models of the rerank rule).
     """
     device = next(model.parameters()).device
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
-    peak = matmul_peak_gflops(device)
+    peak = matmul_peak_gflops(device, train_bf16)
     out = {"device": str(device), "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak, 2),
            "parameters": sum(p.numel() for p in model.parameters()),
-           "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps, peak)}
+           "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps, peak,
+                                        train_bf16)}
     batch = collate(encode_rows(sample_rows, vocab, model.cfg, gold=False)).to(device)
-    out["sample_most_steps"] = sampling_throughput(model.eval(), batch, schedule, None, sampling)
-    out["sample_default"] = sampling_throughput(model.eval(), batch, schedule, sampling.steps, sampling)
+    out["sample"] = [sampling_throughput(model.eval(), batch, schedule, steps, sampling) for steps in sample_steps]
     out["decoding_default"] = decoding_throughput(model.eval(), vocab, sample_rows, sampling, judges)
     out["peak_memory"] = peak_memory_mb(device)
     return out

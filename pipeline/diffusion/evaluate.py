@@ -5,6 +5,7 @@
   under-trained model fails at the high-noise end (anchors.md section 7);
 - held_out_sampling: what the sampler makes of the examples' own gold controls, token by token against the gold
   response, and the texts (for a fluency score).
+Each takes the precision of the run it measures (bf16: bfloat16 autocast, as `train.bf16`).
 """
 import torch
 from torch import nn
@@ -26,13 +27,13 @@ def _batches(examples: list[Example], batch_size: int, device):
 
 @torch.no_grad()
 def held_out_loss(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
-                  batch_size: int, seed: int) -> dict:
+                  batch_size: int, seed: int, bf16: bool = False) -> dict:
     """Loss terms of the EMA weights on `examples` (noise levels and noise from a fixed seed).
     -> {"examples": n, term: mean over examples}"""
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     sums, n = {}, 0
-    with swapped_in(model, ema):
+    with swapped_in(model, ema), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in _batches(examples, batch_size, device):
             _, terms = training_loss(model, batch, schedule, generator=generator)
             for k, v in terms.items():
@@ -43,13 +44,13 @@ def held_out_loss(model: nn.Module, ema: AveragedModel, schedule: Schedule, exam
 
 @torch.no_grad()
 def accuracy_by_noise(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
-                      batch_size: int, seed: int) -> dict:
+                      batch_size: int, seed: int, bf16: bool = False) -> dict:
     """One-shot token accuracy of the EMA weights with t drawn uniformly within each quarter of 1..T.
     -> {"q1": accuracy for t in [1, T/4], ..., "q4": t in (3T/4, T]} (q4 is the noisiest quarter)."""
     device = next(model.parameters()).device
     K = len(schedule)
     out = {}
-    with swapped_in(model, ema):
+    with swapped_in(model, ema), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for q in range(QUARTERS):
             generator = torch.Generator(device).manual_seed(seed + q)
             lo, hi = q * K // QUARTERS + 1, (q + 1) * K // QUARTERS
@@ -64,7 +65,7 @@ def accuracy_by_noise(model: nn.Module, ema: AveragedModel, schedule: Schedule, 
 
 @torch.no_grad()
 def held_out_sampling(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
-                      batch_size: int, steps: int, seed: int) -> tuple[dict, list[str]]:
+                      batch_size: int, steps: int, seed: int, bf16: bool = False) -> tuple[dict, list[str]]:
     """How well the EMA weights regenerate held-out responses from their own (gold) controls: each response is
     sampled (`steps` reverse steps, at most T; noise from a fixed seed) and compared with the gold WordPieces position
     by position; a missing or extra token counts as wrong.
@@ -76,7 +77,7 @@ def held_out_sampling(model: nn.Module, ema: AveragedModel, schedule: Schedule, 
     accuracy, exact, texts = [], [], []
     with swapped_in(model, ema):
         for batch in _batches(examples, batch_size, device):
-            generated = sample(model, batch, schedule, steps, generator=generator)  # gold ids at response positions
+            generated = sample(model, batch, schedule, steps, generator=generator, bf16=bf16)  # gold ids at response positions
             gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())  # are hidden or noised first
             for gen, ref in zip(generated, gold):
                 ref = ref[:-1].tolist()  # without END

@@ -10,7 +10,10 @@ one of RERANKS:
 - fluency: the draw that a language model finds most probable per token (stage `sample` uses SmolLM2,
   `pipeline.metrics.relevance.FluencyScorer`, the scorer of the fluency metric itself);
 - controls: the draw whose re-tagged CM and intents agree best with the controls it was given (the taggers of stage
-  `score`, `pipeline.judges.ControlAgreement`), the most fluent of those on ties.
+  `score`, `pipeline.judges.ControlAgreement`), the most fluent of those on ties;
+- relevance: the draw that is both fluent and about the context: the highest z(-NLL) + RELEVANCE_WEIGHT x
+  z(relevance) over the row's draws, relevance being the cosine of the draw's and the context's sentence embeddings
+  (stage `sample` uses MiniLM, `pipeline.judges.ContextRelevance`).
 The caller supplies the models a rule reads (`Judges`; `pipeline.judges.load_judges` loads them), so this module
 imports no tagger or language model.
 """
@@ -33,27 +36,34 @@ from pipeline.errors import PipelineError
 from pipeline.metrics.diversity import ngrams
 from pipeline.progress import progress
 
-# Which of several draws per row is kept: the first, the MBR choice, the most fluent, or the one that keeps its controls.
-RERANKS = ("none", "mbr", "fluency", "controls")
+# Which of several draws per row is kept: the first, the MBR choice, the most fluent, the one that keeps its controls,
+# or the most fluent and relevant.
+RERANKS = ("none", "mbr", "fluency", "controls", "relevance")
+RELEVANCE_WEIGHT = 1.0  # rule relevance: of the relevance z-score against fluency's (0.25-2 measured in docs/diffusion.md)
 FluencyNLL = Callable[[list[str]], np.ndarray]  # texts -> mean NLL per token of each [N], NaN for an empty text
 # (control rows, one text per row) -> agreement of each text with its row's controls [N], in [0, 1]
 ControlAgreement = Callable[[Sequence[Mapping], list[str]], np.ndarray]
+# (control rows with `context`, one text per row) -> relevance of each text to its row's context [N] (higher: more)
+ContextRelevance = Callable[[Sequence[Mapping], list[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Judges:
-    """The models the rerank rules read (None: not loaded). fluency_nll: rules fluency and controls (its tie-break);
-    agreement: rule controls."""
+    """The models the rerank rules read (None: not loaded). fluency_nll: rules fluency, controls (its tie-break) and
+    relevance; agreement: rule controls; relevance: rule relevance."""
 
     fluency_nll: FluencyNLL | None = None
     agreement: ControlAgreement | None = None
+    relevance: ContextRelevance | None = None
 
     def check(self, rule: str) -> None:
         """Raise if `rule` needs a model that is missing."""
-        if rule in ("fluency", "controls") and self.fluency_nll is None:
+        if rule in ("fluency", "controls", "relevance") and self.fluency_nll is None:
             raise PipelineError(f"sample.rerank {rule} needs a language model to score the draws (fluency_nll)")
         if rule == "controls" and self.agreement is None:
             raise PipelineError("sample.rerank controls needs the taggers to re-tag the draws (agreement)")
+        if rule == "relevance" and self.relevance is None:
+            raise PipelineError("sample.rerank relevance needs a sentence encoder to compare draws and contexts")
 
 
 @dataclass(frozen=True)
@@ -63,11 +73,13 @@ class SampleConfig:
     split / subset: the examples (subset seeded; null = the whole split). steps: reverse steps (continuous: null = the
     full T-step ancestral sampler, fewer = respaced; masked: unmasking steps, null = one token per step). clamp:
     (continuous) clamp the predicted x0 to the nearest embedding at every step. temperature: (masked) 0 = the most
-    probable token, > 0 = Gumbel sampling at that temperature. edit_strength: the `edit` mode starts from each
+    probable token, > 0 = Gumbel sampling at that temperature. solver: (continuous) the reverse process,
+    sampler.SOLVERS: ancestral or dpm++2m (DPM-Solver++, deterministic). edit_strength: the `edit` mode starts from each
     candidate's own response at this strength (sampler.py; 1 = from noise). num_samples: seeded draws per control
     row, of which `rerank` keeps one (RERANKS). candidates: how many of each example's retrieved candidates are
     generated from (rank < candidates; null = all retrieve.k); the scored systems read rank 0 only. batch_size:
-    sequences per forward pass.
+    control rows per forward pass, each with all its num_samples draws. bf16: run the denoiser under bfloat16
+    autocast (float32 probabilities).
     """
 
     split: Literal["train", "valid", "test"]
@@ -75,11 +87,13 @@ class SampleConfig:
     steps: int | None
     clamp: bool
     temperature: float
+    solver: Literal["ancestral", "dpm++2m"]
     edit_strength: float
     num_samples: int
-    rerank: Literal["none", "mbr", "fluency", "controls"]
+    rerank: Literal["none", "mbr", "fluency", "controls", "relevance"]
     candidates: int | None
     batch_size: int
+    bf16: bool
 
     def __post_init__(self):
         if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
@@ -154,10 +168,33 @@ def controls_pick(agreement: np.ndarray, nll: np.ndarray) -> np.ndarray:
     return np.array([min(range(len(a)), key=lambda d: (-a[d], n[d], d)) for a, n in zip(agreement.T, nll.T)], dtype=int)
 
 
-def pick(rule: str, draws: list[list[str]], nll: np.ndarray | None = None,
-         agreement: np.ndarray | None = None) -> np.ndarray:
+def standardise(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each column of x [draws, rows] standardised over its valid entries (valid [draws, rows], at least one per
+    column); a column with no spread gives 0; invalid entries give NaN."""
+    v = np.where(valid, x, np.nan)
+    mean, std = np.nanmean(v, axis=0), np.nanstd(v, axis=0)
+    return (v - mean) / np.where(std > 0, std, 1.0)
+
+
+def relevance_pick(nll: np.ndarray, relevance: np.ndarray, weight: float = RELEVANCE_WEIGHT) -> np.ndarray:
+    """nll [draws, rows] as in `fluency_pick`, relevance [draws, rows] (higher: more about the context) -> for each row
+    the index of the draw with the highest z(-nll) + weight x z(relevance), both standardised over the row's non-empty
+    draws (the first on ties; an empty draw only when every draw is empty)."""
+    text = ~np.isnan(nll)
+    out = np.zeros(nll.shape[1], dtype=int)
+    rows = text.any(axis=0)  # rows with at least one non-empty draw
+    if rows.any():
+        t = text[:, rows]
+        score = -standardise(nll[:, rows], t) + weight * standardise(relevance[:, rows], t)
+        out[rows] = np.where(t, score, -np.inf).argmax(axis=0)
+    return out
+
+
+def pick(rule: str, draws: list[list[str]], nll: np.ndarray | None = None, agreement: np.ndarray | None = None,
+         relevance: np.ndarray | None = None) -> np.ndarray:
     """The draw kept for each row by `rule` (RERANKS) -> indices [rows]. draws: texts [draws][rows]; nll: their mean NLL
-    per token [draws, rows] (rules fluency, controls); agreement: with their controls [draws, rows] (rule controls)."""
+    per token [draws, rows] (rules fluency, controls, relevance); agreement: with their controls [draws, rows] (rule
+    controls); relevance: to their context [draws, rows] (rule relevance)."""
     if rule == "none":
         return np.zeros(len(draws[0]), dtype=int)
     if rule == "mbr":
@@ -166,6 +203,8 @@ def pick(rule: str, draws: list[list[str]], nll: np.ndarray | None = None,
         return fluency_pick(nll)
     if rule == "controls":
         return controls_pick(agreement, nll)
+    if rule == "relevance":
+        return relevance_pick(nll, relevance)
     raise PipelineError(f"unknown sample.rerank {rule!r}: use one of {', '.join(RERANKS)}")
 
 
@@ -174,10 +213,11 @@ def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleCon
     """cfg.num_samples generated responses per control-source row (mappings with `context` and the CONTROL_FIELDS
     keys) -> texts [num_samples][rows], in the order of `rows`.
 
-    cfg: the sampler's settings (SampleConfig): steps, clamp, temperature, batch_size. strength < 1 starts from each
-    row's own response (`subword_ids`: the candidate's). Rows are batched by encoded length (less padding). Draw j
-    takes its noise from its own generator seeded with seed + j: a rerun gives the same texts, and draw j is the same
-    whatever num_samples is (num_samples 1 gives draw 0).
+    cfg: the sampler's settings (SampleConfig): steps, clamp, temperature, solver, bf16, batch_size. strength < 1 starts from
+    each row's own response (`subword_ids`: the candidate's). Rows are batched by encoded length (less padding), and
+    every batch holds all the draws of its rows, draw-major. Draw j takes its noise from its own generator seeded
+    with seed + j (sampler.sample): a rerun gives the same texts, and draw j is the same whatever num_samples is
+    (num_samples 1 gives draw 0).
     """
     device = next(model.parameters()).device
     examples = encode_rows(rows, vocab, model.cfg, gold=strength < 1)
@@ -187,23 +227,26 @@ def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleCon
     draws = [[""] * len(rows) for _ in range(cfg.num_samples)]
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for chunk in progress(chunks, desc="sample", every_s=30.0):
-        batch = collate([examples[i] for i in chunk]).to(device)
-        for texts, generator in zip(draws, generators):
-            ids = sample(model, batch, schedule, cfg.steps, cfg.clamp, generator, cfg.temperature, strength)
-            for i, gen in zip(chunk, ids):
+        batch = collate([examples[i] for i in chunk] * cfg.num_samples).to(device)  # [num_samples x rows, L]
+        ids = sample(model, batch, schedule, cfg.steps, cfg.clamp, generators, cfg.temperature, strength, cfg.bf16,
+                     cfg.solver)
+        for j, texts in enumerate(draws):
+            for i, gen in zip(chunk, ids[j * len(chunk):(j + 1) * len(chunk)]):
                 texts[i] = decode(gen)
     return draws
 
 
 def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: Judges = Judges()) -> list[str]:
     """One text per row out of draws [num_samples][rows] of the control rows `rows`, kept by `rule` (RERANKS) with the
-    models in `judges`. -> texts [rows]"""
+    models in `judges` (each called once, on every draw of every row). -> texts [rows]"""
     judges.check(rule)
     if rule == "none" or len(draws) == 1:
         return draws[0]
-    nll = np.stack([judges.fluency_nll(texts) for texts in draws]) if rule in ("fluency", "controls") else None
-    agreement = np.stack([judges.agreement(rows, texts) for texts in draws]) if rule == "controls" else None
-    return [draws[d][i] for i, d in enumerate(pick(rule, draws, nll, agreement))]
+    flat, shape = [t for texts in draws for t in texts], (len(draws), len(rows))
+    nll = judges.fluency_nll(flat).reshape(shape) if rule in ("fluency", "controls", "relevance") else None
+    agreement = judges.agreement(list(rows) * len(draws), flat).reshape(shape) if rule == "controls" else None
+    relevance = judges.relevance(list(rows) * len(draws), flat).reshape(shape) if rule == "relevance" else None
+    return [draws[d][i] for i, d in enumerate(pick(rule, draws, nll, agreement, relevance))]
 
 
 def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,

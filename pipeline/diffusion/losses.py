@@ -61,7 +61,7 @@ def masked_loss(model: torch.nn.Module, batch: Batch, rate: torch.Tensor,
     ids, hidden = hide(batch, rate, core.mask_id, generator)
     h = model(ids, control_range_mask(batch, core.cfg.mask, core.cfg.signals))  # [B, L, W]
     gold = batch.target[hidden]  # [N] output-vocabulary index (-1 = not in it)
-    logits = core.logits(h[hidden])  # [N, V_out]
+    logits = core.logits(h[hidden]).float()  # [N, V_out], float32 under bf16 autocast too
     known = (gold >= 0).sum()
     ce = F.cross_entropy(logits, gold, ignore_index=-1, reduction="sum") / known.clamp(min=1)
     accuracy = (logits.detach().argmax(-1) == gold).sum() / known.clamp(min=1)

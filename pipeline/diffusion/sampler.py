@@ -1,10 +1,11 @@
 """Reverse diffusion of the response positions, then WordPiece ids; `sample` dispatches on the model's family.
 
-Continuous (ancestral): x_K ~ N(0, I) on the response positions (clean embeddings elsewhere); at each step i = K..1
-the model predicts x0, optionally clamped to the nearest output embedding (Diffusion-LM), x_{i-1} ~ q(x_{i-1} | x_i,
-x0), and every non-response position is put back to its clean embedding. A self-conditioned model also sees the
-previous step's x0 estimate (zeros at the first step). Only the current state is kept (no trajectory). The last
-step's mean is x0 itself, which the tied rounding head turns into ids.
+Continuous: x_K ~ N(0, I) on the response positions (clean embeddings elsewhere); at each step i = K..1 the model
+predicts x0, optionally clamped to the nearest output embedding (Diffusion-LM), the solver takes x_i to x_{i-1}
+(`reverse_chain`: ancestral, x_{i-1} ~ q(x_{i-1} | x_i, x0); or DPM-Solver++(2M), deterministic), and every
+non-response position is put back to its clean embedding. A self-conditioned model also sees the previous step's x0
+estimate (zeros at the first step). Only the current state is kept (no trajectory). The last step gives x0 itself,
+which the tied rounding head turns into ids.
 
 Masked (confidence-ordered unmasking, MaskGIT / MDLM): every response position starts hidden ([MASK]); at each of K
 steps the model predicts a token for every hidden position and the most confident predictions are revealed, so that
@@ -20,35 +21,42 @@ Decoding stops at the first END.
 """
 import math
 import re
+from collections.abc import Callable, Sequence
 
 import torch
 
 from pipeline.diffusion.inputs import Batch
 from pipeline.diffusion.mask import control_range_mask
-from pipeline.diffusion.schedule import Schedule, hide, randn_like
+from pipeline.diffusion.schedule import Generators, Schedule, hide, noise, randn_like
 from pipeline.errors import PipelineError
 from pipeline.models import wordpiece_tokenizer
+
+SOLVERS = ("ancestral", "dpm++2m")  # the continuous family's reverse process (`reverse_chain`)
 
 
 @torch.no_grad()
 def sample(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int | None = None, clamp: bool = False,
-           generator: torch.Generator | None = None, temperature: float = 0.0,
-           strength: float = 1.0) -> list[list[int]]:
+           generator: Generators = None, temperature: float = 0.0, strength: float = 1.0,
+           bf16: bool = False, solver: str = "ancestral") -> list[list[int]]:
     """Generate the response positions of `batch` (already on the model's device) with the model's family sampler.
 
     schedule: the training schedule (T steps); steps: reverse steps (None = all T for the continuous family, one
-    token per step for the masked one). clamp: continuous only; temperature: masked only. strength < 1: start from
-    the candidate tokens that the batch holds at its response positions (module docstring).
+    token per step for the masked one). clamp, solver (SOLVERS): continuous only; temperature: masked only.
+    strength < 1: start from the candidate tokens that the batch holds at its response positions (module docstring).
+    generator: the noise's source; a list of n generators when the batch stacks n draws of the same rows, draw-major
+    (schedule.noise: draw j is then what a batch of draw j alone would give). bf16: run the model under bfloat16
+    autocast (probabilities and the chain's state stay float32).
     -> per example, the generated WordPiece ids in order, up to (not including) the first END.
     """
     if not 0 < strength <= 1:
         raise PipelineError(f"init strength {strength} is not in (0, 1]: fix sample.edit_strength / --strength")
     was_training = model.training
     model.eval()
-    if model.cfg.family == "masked":
-        ids = unmask(model, batch, steps, temperature, generator, strength)
-    else:
-        ids = ancestral(model, batch, schedule, steps, clamp, generator, strength)
+    with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if model.cfg.family == "masked":
+            ids = unmask(model, batch, steps, temperature, generator, strength)
+        else:
+            ids = continuous(model, batch, schedule, steps, clamp, generator, strength, solver)
     model.train(was_training)
     out = []
     for gen in ids.split(batch.is_response.sum(1).tolist()):
@@ -64,9 +72,9 @@ def nearest_output(model: torch.nn.Module, x0: torch.Tensor) -> torch.Tensor:
     return emb[(2 * model.logits(x0) - (emb ** 2).sum(-1)).argmax(-1)]
 
 
-def ancestral(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int | None, clamp: bool,
-              generator: torch.Generator | None, strength: float = 1.0) -> torch.Tensor:
-    """Continuous family -> model ids [N] of all response positions, row-major."""
+def continuous(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int | None, clamp: bool,
+               generator: Generators, strength: float = 1.0, solver: str = "ancestral") -> torch.Tensor:
+    """Continuous family -> model ids [N] of all response positions, row-major (`reverse_chain` does the steps)."""
     if steps is not None and steps != len(schedule):
         schedule = schedule.respace(steps)
     cfg = model.cfg
@@ -81,16 +89,47 @@ def ancestral(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: i
         x = torch.where(resp, noised, clean)
     else:
         x = torch.where(resp, randn_like(clean, generator), clean)
-    x0 = torch.zeros_like(clean)  # the previous x0 estimate, on the response positions only
-    for i in range(start, 0, -1):
-        step = torch.full((len(batch),), i, device=x.device)
-        x0 = model(x, schedule.model_time(step), mask, x0) * resp
-        if clamp:  # only the response positions: the others are put back below anyway
+    x0 = torch.zeros_like(clean)  # the previous x0 estimate (self-conditioning), on the response positions only
+
+    def denoise(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        nonlocal x0
+        x0 = model(x, schedule.model_time(step), mask, x0).float() * resp  # float32 under bf16 autocast too
+        if clamp:  # only the response positions: the others are put back by `keep` anyway
             x0[is_resp] = nearest_output(model, x0[is_resp])
-        mean, var = schedule.posterior(x0, x, step)
-        x = mean + var.sqrt() * randn_like(x, generator) if i > 1 else mean
-        x = torch.where(resp, x, clean)
+        return x0
+
+    x = reverse_chain(denoise, x, schedule, start, solver, generator, keep=lambda x: torch.where(resp, x, clean))
     return model.out_ids[model.logits(x[is_resp]).argmax(-1)]
+
+
+def reverse_chain(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  schedule: Schedule, start: int, solver: str, generator: Generators,
+                  keep: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> torch.Tensor:
+    """Run the reverse process from x = x_start [B, L, E] (step `start` of `schedule`) to step 0 -> x_0 [B, L, E].
+
+    denoise(x_i, step [B]) -> the x0 estimate [B, L, E]; keep(x) puts the positions that are never noised back.
+    - ancestral: x_{i-1} ~ q(x_{i-1} | x_i, x0) (Diffusion-LM / DiffuSeq); the last step returns the mean, x0.
+    - dpm++2m: DPM-Solver++(2M), deterministic (no noise after x_start): `Schedule.dpm_update` with the data estimate
+      d = (1 + 1 / 2r) x0_i - (1 / 2r) x0_{i+1}, r = h_{i+1} / h_i (the previous step's); the first step and the
+      last (to the clean data, h = inf) are first-order, d = x0_i.
+    """
+    if solver not in SOLVERS:
+        raise PipelineError(f"unknown sample.solver {solver!r}: use one of {', '.join(SOLVERS)}")
+    previous = None  # dpm++2m: the x0 estimate of the previous step
+    for i in range(start, 0, -1):
+        step = torch.full((len(x),), i, device=x.device)
+        x0 = denoise(x, step)
+        if solver == "ancestral":
+            mean, var = schedule.posterior(x0, x, step)
+            x = mean + var.sqrt() * randn_like(x, generator) if i > 1 else mean
+        else:
+            d = x0
+            if previous is not None and i > 1:
+                half_inv_r = float(schedule.dpm_h[i] / (2 * schedule.dpm_h[i + 1]))  # 1 / 2r
+                d = (1 + half_inv_r) * x0 - half_inv_r * previous
+            x, previous = schedule.dpm_update(x, d, step), x0
+        x = keep(x)
+    return x
 
 
 def still_hidden(n: torch.Tensor, k: int, steps: int) -> torch.Tensor:
@@ -98,36 +137,46 @@ def still_hidden(n: torch.Tensor, k: int, steps: int) -> torch.Tensor:
     return torch.floor(n * math.cos(math.pi / 2 * k / steps)).long() if k < steps else torch.zeros_like(n)
 
 
-def unmask(model: torch.nn.Module, batch: Batch, steps: int | None, temperature: float,
-           generator: torch.Generator | None, strength: float = 1.0) -> torch.Tensor:
-    """Masked family -> model ids [N] of all response positions, row-major."""
+def unmask(model: torch.nn.Module, batch: Batch, steps: int | None, temperature: float, generators: Generators,
+           strength: float = 1.0) -> torch.Tensor:
+    """Masked family -> model ids [N] of all response positions, row-major.
+
+    A row runs the model only at the steps where it reveals something (with fewer hidden positions than steps, most
+    steps reveal nothing in a given row), and only its hidden positions are scored: what a row reveals depends on its
+    own sequence alone, so skipping the rest changes no output.
+    """
     cfg = model.cfg
     attn = control_range_mask(batch, cfg.mask, cfg.signals)  # [B, 1, L, L]
     is_resp = batch.is_response  # [B, L]
     if strength < 1:  # keep part of the candidate the batch holds
         ids, hidden = hide(batch, torch.full((len(batch),), strength, device=batch.ids.device), model.mask_id,
-                           generator)
+                           generators)
     else:
         ids = torch.where(is_resp, torch.full_like(batch.ids, model.mask_id), batch.ids)  # [B, L]
         hidden = is_resp.clone()
     n_resp = hidden.sum(1)  # [B]: the positions to generate
     steps = max(int(n_resp.max()), 1) if steps is None else steps
+    draws = len(generators) if isinstance(generators, Sequence) else 1
     for k in range(1, steps + 1):
-        logp = torch.log_softmax(model.logits(model(ids, attn)[is_resp]).float(), -1)  # [N, V_out]
-        if temperature > 0:
-            draw_on = generator.device if generator is not None else logp.device
-            u = torch.rand(logp.shape, generator=generator, device=draw_on).to(logp.device).clamp(1e-20, 1.0)
-            pick = (logp / temperature - torch.log(-torch.log(u))).argmax(-1)  # [N]: a Gumbel-max draw
+        reveal_n = hidden.sum(1) - still_hidden(n_resp, k, steps)  # [B]
+        active = reveal_n > 0  # [B]: the rows that reveal something at this step
+        if not active.any():
+            continue
+        scored = hidden & active[:, None]  # [B, L]: the hidden positions of the active rows
+        h = model(ids[active], attn[active])  # [A, L, W]
+        logp = torch.log_softmax(model.logits(h[scored[active]]).float(), -1)  # [N, V_out], row-major over [B, L]
+        if temperature > 0:  # a Gumbel-max draw; each stacked draw's positions from its own generator
+            parts = scored.view(draws, -1).sum(1).tolist()
+            u = noise(logp.shape, generators, logp.device, normal=False, parts=parts).clamp(1e-20, 1.0)
+            pick = (logp / temperature - torch.log(-torch.log(u))).argmax(-1)  # [N]
         else:
             pick = logp.argmax(-1)  # [N]
         choice = torch.zeros_like(ids)  # [B, L]
-        choice[is_resp] = model.out_ids[pick]
+        choice[scored] = model.out_ids[pick]
         confidence = torch.full(ids.shape, -math.inf, device=ids.device)  # [B, L]
-        confidence[is_resp] = logp.gather(-1, pick[:, None])[:, 0]
-        confidence = confidence.masked_fill(~hidden, -math.inf)
-        reveal_n = hidden.sum(1) - still_hidden(n_resp, k, steps)  # [B]
+        confidence[scored] = logp.gather(-1, pick[:, None])[:, 0]
         rank = confidence.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)  # [B, L]: 0 = most confident
-        reveal = hidden & (rank < reveal_n[:, None])
+        reveal = scored & (rank < reveal_n[:, None])
         ids = torch.where(reveal, choice, ids)
         hidden &= ~reveal
     return ids[is_resp]

@@ -7,6 +7,8 @@ steps) runs the same model: its step i jumps from timesteps[i] to timesteps[i - 
 beta_i = 1 - alpha_bar(timesteps[i]) / alpha_bar(timesteps[i - 1]) (the posterior of that jump), not with the
 single-step beta of the original schedule (the authors' skipping bug, anchors.md section 1).
 """
+from collections.abc import Sequence
+
 import torch
 
 from pipeline.diffusion.inputs import Batch
@@ -15,19 +17,40 @@ from pipeline.errors import PipelineError
 MAX_BETA = 0.999  # sqrt alpha_bar reaches 0 just before t = T; clip the last betas as Diffusion-LM / DiffuSeq do
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` (on its own device) when given."""
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+# Where noise comes from: one generator (or torch's default, None), or one generator per draw of a batch that stacks
+# several draws of the same rows, draw-major (`noise`).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def hide(batch: Batch, rate: torch.Tensor, mask_id: int,
-         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def noise(shape: Sequence[int], generators: Generators, device, normal: bool, dtype=torch.float32,
+          parts: Sequence[int] | None = None) -> torch.Tensor:
+    """Standard normal (normal) or uniform [0, 1) noise of `shape`, drawn on each generator's own device, on `device`.
+
+    A sequence of n generators splits dim 0 into n parts (`parts`: their sizes; default n equal parts), part j drawn
+    from generators[j] alone: in a batch that stacks n draws of the same rows, draw j gets exactly the numbers a batch
+    of draw j alone would get from that generator.
+    """
+    gens = list(generators) if isinstance(generators, Sequence) else [generators]
+    if parts is None:
+        if shape[0] % len(gens):
+            raise ValueError(f"noise: dim 0 of {tuple(shape)} does not split into {len(gens)} equal draws")
+        parts = [shape[0] // len(gens)] * len(gens)
+    if len(parts) != len(gens) or sum(parts) != shape[0]:
+        raise ValueError(f"noise: parts {list(parts)} for {len(gens)} generators and dim 0 of {tuple(shape)}")
+    draw = torch.randn if normal else torch.rand
+    return torch.cat([draw((n, *shape[1:]), generator=g, device=g.device if g is not None else device,
+                           dtype=dtype).to(device) for n, g in zip(parts, gens)])
+
+
+def randn_like(x: torch.Tensor, generators: Generators) -> torch.Tensor:
+    """Standard normal noise shaped like x (`noise`: one generator, or one per stacked draw)."""
+    return noise(x.shape, generators, x.device, normal=True, dtype=x.dtype)
+
+
+def hide(batch: Batch, rate: torch.Tensor, mask_id: int, generators: Generators) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward process of the masked family: each response position hidden with probability rate [B] (in [0, 1]).
     -> (ids [B, L] with mask_id at the hidden positions, hidden [B, L] bool)."""
-    draw_on = generator.device if generator is not None else "cpu"
-    u = torch.rand(batch.ids.shape, generator=generator, device=draw_on).to(batch.ids.device)  # [B, L]
+    u = noise(batch.ids.shape, generators, batch.ids.device, normal=False)  # [B, L]
     hidden = (u < rate[:, None]) & batch.is_response
     return torch.where(hidden, torch.full_like(batch.ids, mask_id), batch.ids), hidden
 
@@ -63,6 +86,14 @@ class Schedule:
         self.posterior_var = self.betas * (1 - ab_prev) / one_minus
         self.posterior_c0 = self.betas * ab_prev.sqrt() / one_minus
         self.posterior_ct = (1 - ab_prev) * (1 - self.betas).sqrt() / one_minus
+        # DPM-Solver++ (`dpm_update`): lambda = log(alpha / sigma) per step (+inf at step 0, the clean data) and, for
+        # the jump from step i to i - 1: h = lambda_{i-1} - lambda_i (inf for i = 1), sigma_{i-1} / sigma_i, and
+        # alpha_{i-1} (1 - exp(-h)); index 0 is never a jump.
+        alpha, sigma, zero = ab.sqrt(), (1 - ab).clamp(min=0).sqrt(), torch.zeros(1, dtype=torch.float64)
+        self.log_snr = alpha.log() - sigma.log()
+        self.dpm_h = torch.cat([zero, self.log_snr[:-1] - self.log_snr[1:]])
+        self.dpm_ratio = torch.cat([zero, sigma[:-1] / sigma[1:]])
+        self.dpm_gain = torch.cat([zero, alpha[:-1] * -torch.expm1(-self.dpm_h[1:])])
 
     def __len__(self) -> int:
         """K: the number of reverse steps."""
@@ -88,6 +119,13 @@ class Schedule:
         """Mean [B, L, E] and variance [B, 1, 1] of q(x_{i-1} | x_i, x0); at step 1 the mean is x0, the variance 0."""
         mean = self._at(self.posterior_c0, step, x0) * x0 + self._at(self.posterior_ct, step, x0) * x_t
         return mean, self._at(self.posterior_var, step, x0)
+
+    def dpm_update(self, x_t: torch.Tensor, d: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """One step of DPM-Solver++ (Lu et al. 2022, data prediction) from step i to i - 1, given the data estimate d:
+        x_{i-1} = (sigma_{i-1} / sigma_i) x_i + alpha_{i-1} (1 - exp(-h)) d with h = lambda_{i-1} - lambda_i, the
+        exact solution of the probability-flow ODE over that step when the x0 prediction is constant (= d) on it; at
+        step 1 it is d itself. x_t, d [B, L, E]; step [B] in 1..K."""
+        return self._at(self.dpm_ratio, step, x_t) * x_t + self._at(self.dpm_gain, step, x_t) * d
 
     def model_time(self, step: torch.Tensor) -> torch.Tensor:
         """The original diffusion time t of each step [B], the model's timestep input."""

@@ -14,7 +14,7 @@ torchrun everything runs in one process.
 """
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,32 +76,49 @@ def any_rank(flag: bool) -> bool:
 class DataOrder:
     """Shuffled batches without replacement, one fresh permutation per epoch, sharded across ranks.
 
-    Epoch e is torch.randperm(n) drawn from a generator seeded with (seed, e); global batch k of the epoch is the
-    slice [k * batch_size, (k + 1) * batch_size) of it (the tail that does not fill a batch is left out of that epoch),
-    and rank r trains on its r-th strided share. The ranks' shares are disjoint and together they are the
-    single-process batch, so the data seen does not depend on the number of ranks.
+    Epoch e is torch.randperm(n) drawn from a generator seeded with (seed, e), of which the first
+    (n // batch_size) * batch_size examples are used (the tail that does not fill a batch waits for a later epoch).
+    Without length grouping, global batch k of the epoch is the slice [k * batch_size, (k + 1) * batch_size) of it.
+    With `lengths` (one per example) and group_batches > 1, every run of group_batches batches of the permutation is
+    sorted by length and cut into batches again, and the epoch's batches come in an order drawn from the same
+    generator: each batch holds examples of similar length, so padding to its longest costs little. Rank r trains on
+    the r-th strided share of each global batch; the shares are disjoint and together they are the single-process
+    batch, so the data seen does not depend on the number of ranks. A pure function of (seed, step).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 lengths: Sequence[int] | None = None, group_batches: int = 0):
         if batch_size % world or n < batch_size:
             raise PipelineError(f"batch_size={batch_size} must be a multiple of the {world} ranks and at most the "
                                 f"{n} training examples: fix params.yaml `train.batch_size`")
+        if lengths is not None and len(lengths) != n:
+            raise PipelineError(f"DataOrder: {len(lengths)} lengths for {n} examples")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.lengths = None if lengths is None or group_batches <= 1 else torch.as_tensor(lengths)
+        self.group = group_batches * batch_size
         self.per_epoch = n // batch_size
-        self._epoch, self._perm = -1, None
+        self._epoch, self._batches = -1, None
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index within the epoch) of optimizer step `step` (0-based)."""
         return divmod(step, self.per_epoch)
 
+    def epoch_batches(self, epoch: int) -> torch.Tensor:
+        """The global batches of `epoch`, in training order -> example indices [per_epoch, batch_size]."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g)[:self.per_epoch * self.batch_size]
+        if self.lengths is None:
+            return perm.view(self.per_epoch, self.batch_size)
+        groups = [run[self.lengths[run].argsort(stable=True)] for run in perm.split(self.group)]
+        batches = torch.cat(groups).view(self.per_epoch, self.batch_size)
+        return batches[torch.randperm(self.per_epoch, generator=g)]
+
     def indices(self, step: int) -> list[int]:
         """Example indices this rank trains on at `step`: batch_size / world of them."""
         epoch, k = self.position(step)
-        if epoch != self._epoch:  # one permutation per epoch, drawn once
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
-        batch = self._perm[k * self.batch_size:(k + 1) * self.batch_size]
-        return batch[self.rank::self.world].tolist()
+        if epoch != self._epoch:  # one epoch's batches, drawn once
+            self._epoch, self._batches = epoch, self.epoch_batches(epoch)
+        return self._batches[k][self.rank::self.world].tolist()
 
 
 # --- the loss module -----------------------------------------------------------------------------------------------
@@ -149,7 +166,8 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     """
     rank, world = rank_and_world()
     device = next(model.parameters()).device
-    order = DataOrder(len(examples), cfg.batch_size, seed, rank, world)
+    order = DataOrder(len(examples), cfg.batch_size, seed, rank, world, [len(e) for e in examples],
+                      cfg.length_group_batches)
     objective = Objective(model, schedule)
     net = DistributedDataParallel(objective) if world > 1 else objective
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -197,7 +215,8 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     steps = range(start, cfg.steps)
     for step in progress(steps, desc="train", every_s=60.0) if rank == 0 else steps:
         batch = collate([examples[i] for i in order.indices(step)]).to(device)
-        loss, terms = net(batch, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, terms = net(batch, generator)
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)
         opt.zero_grad(set_to_none=True)
@@ -243,12 +262,13 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
                "final": {k: history[-1][k] for k in TERMS if history and k in history[-1]}}
     texts = []
     if valid and rank == 0:
-        summary["valid"] = held_out_loss(model, ema, schedule, valid, cfg.batch_size, seed)
-        summary["valid_accuracy_by_noise"] = accuracy_by_noise(model, ema, schedule, valid, cfg.batch_size, seed)
+        summary["valid"] = held_out_loss(model, ema, schedule, valid, cfg.batch_size, seed, cfg.bf16)
+        summary["valid_accuracy_by_noise"] = accuracy_by_noise(model, ema, schedule, valid, cfg.batch_size, seed,
+                                                               cfg.bf16)
         if cfg.valid_sample_examples > 0:
             summary["valid_sampling"], texts = held_out_sampling(model, ema, schedule,
                                                                  valid[:cfg.valid_sample_examples], cfg.batch_size,
-                                                                 cfg.valid_sample_steps, seed)
+                                                                 cfg.valid_sample_steps, seed, cfg.bf16)
     return TrainResult(ema_weights(model, ema), history, summary, texts)
 
 

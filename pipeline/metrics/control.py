@@ -12,10 +12,13 @@ Each per-output function returns counts so that the set-level scores pool them (
 """
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
 from pipeline.labels import MECHANISMS, SF_NULL
+
+CM_COLUMNS = tuple(f"cm_{m}" for m in MECHANISMS)  # the control tables' bool column of each mechanism, in that order
 
 
 def cm_matches(tagged: np.ndarray, control: np.ndarray) -> np.ndarray:
@@ -32,6 +35,11 @@ def cm_accuracy(matches: np.ndarray) -> dict[str, float]:
 def intent_matches(tagged: list[str], control: list[str]) -> tuple[int, int]:
     """(positions where the i-th tagged intent equals the i-th control intent, max(len(tagged), len(control)))."""
     return sum(a == b for a, b in zip(tagged, control)), max(len(tagged), len(control))
+
+
+def intent_positions(tagged: Sequence[Sequence[str]], control: Sequence[Sequence[str]]) -> np.ndarray:
+    """`intent_matches` of each output's tagged intents against its control intents -> int [N, (matched, counted)]."""
+    return np.array([intent_matches(list(t), list(c)) for t, c in zip(tagged, control)], dtype=int).reshape(-1, 2)
 
 
 def sf_overlap(tagged: list[str], control: list[str]) -> tuple[int, int, int]:
