@@ -6,11 +6,12 @@ import pandas as pd
 import typer
 
 from pipeline.cli import guard
-from pipeline.errors import missing_artifact
+from pipeline.errors import PipelineError, missing_artifact
 from pipeline.io import read_frame, read_json
 from pipeline.params import load_params, value
 from pipeline.plots import read_step_metrics, render_cm, render_curves
-from pipeline.report import BEGIN, END, EXAMPLES, examples_section, results_section, update_readme
+from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, results_section,
+                             update_readme)
 from pipeline.schemas import DIALOGUES, SCORES
 
 app = typer.Typer(add_completion=False)
@@ -28,8 +29,14 @@ def main(scores: str = "metrics/scores.json",
     outputs = read_frame(per_example, SCORES, stage="score")
     dialogue = read_frame(dialogues, DIALOGUES, stage="prepare")
     contexts = dict(zip(dialogue["example_id"], (list(c) for c in dialogue["context"])))
-    update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others),
-                           EXAMPLES: examples_section(outputs, contexts, value(load_params(params), "seed", int))})
+    p = load_params(params)
+    sampling = value(p, "sample", dict)
+    if not (isinstance(sampling.get("num_samples"), int) and sampling.get("rerank") in RERANK_JUDGES):
+        raise PipelineError(f"params.yaml `sample`: num_samples {sampling.get('num_samples')!r} and rerank "
+                            f"{sampling.get('rerank')!r}: an integer and one of {', '.join(RERANK_JUDGES)}")
+    update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others,
+                                                         sampling["num_samples"], sampling["rerank"]),
+                           EXAMPLES: examples_section(outputs, contexts, value(p, "seed", int))})
     for data, png, render, read, stage in ((cm_data, cm_png, render_cm, pd.read_csv, "score"),
                                            (loss_data, loss_png, render_curves, read_step_metrics, "train_diffusion")):
         if not Path(data).exists():

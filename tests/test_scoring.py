@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.plots import render_cm, render_curves
-from pipeline.report import (BEGIN, END, EXAMPLES, examples_section, numeric_leaves, replace_section, results_section,
-                             results_table)
+from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, numeric_leaves, replace_section,
+                             results_section, results_table)
 from pipeline.scoring import SYSTEMS, Scorers, assemble_systems, cm_points, json_safe, score_system, score_systems
 
 IDS = ["c1:1", "c2:1"]
@@ -122,8 +122,13 @@ def test_report_section_and_markers(tmp_path):
     table = results_table(scores)
     assert "| paper: DiffusEmp | 0.5205 | 626.92 | n/a | 92.36 |" in table
     assert "| ours: DiffusEmp | 0.5000 | n/a | n/a |" in table and "| ours: Human |" in table
-    section = results_section(scores, {"retrieval.json": {"mrr": 0.25, "per_class": [1, 2], "k": {"at_5": 3}}})
+    section = results_section(scores, {"retrieval.json": {"mrr": 0.25, "per_class": [1, 2], "k": {"at_5": 3}}}, 6,
+                              "relevance")
     assert "| retrieval.json | mrr | 0.25 |" in section and "k.at_5" in section
+    assert "keep one of 6 draws per response by rerank rule `relevance`, which reads SmolLM2" in section
+    assert "one draw per response, not reranked" in results_section(scores, {}, 1, "fluency")
+    from pipeline.diffusion.generate import RERANKS
+    assert set(RERANK_JUDGES) == set(RERANKS)  # every rule says what it reads
     readme = f"# Title\n\n{BEGIN}\nold table\n{END}\n\nMore text.\n"
     out = replace_section(readme, "NEW")
     assert out == f"# Title\n\n{BEGIN}\nNEW\n{END}\n\nMore text.\n"
