@@ -59,7 +59,8 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
         nll = np.stack([fluency_nll(t) for t in texts])  # [most, rows]
         checks = [judge.check(rows, t) for t in texts] if judge else None  # per draw: cm_ok [rows, 3], it [rows, 2]
         agree = np.stack([agreement(*c) for c in checks]) if checks else None  # [most, rows]
-        related = np.stack([relevance(rows, t) for t in texts]) if relevance else None  # [most, rows]
+        related = (relevance(list(rows) * most, [t for d in texts for t in d]).reshape(most, len(rows))
+                   if relevance else None)  # [most, rows]: one call, each context encoded once (as generate.rerank)
         for n in sorted({min(n, most) for n in draws}):
             for rule in reranks:
                 kept_draw = pick(rule, texts[:n], nll[:n], None if agree is None else agree[:n],
