@@ -3,20 +3,26 @@
 Systems (one output per example) and the controls each is checked against:
 - human: the gold response, against the gold controls (controls.parquet);
 - retrieval: the top-1 retrieved candidate response, against its own controls (candidates.parquet rank 0);
-- diffusemp: generated from the top-1 candidate's controls (samples/retrieved.parquet rank 0), against them;
-- diffusemp_oracle: generated from the gold controls (samples/oracle.parquet rank 0), against them (oracle.parquet);
-- diffusemp_edit: generated from the top-1 candidate's controls starting from its response (samples/edit.parquet
-  rank 0), against the candidate's controls.
+- retrieval_reranked: the response of the candidate that `sample.rerank` keeps among the first
+  `sample.edit_candidates` (each candidate's own response as its one draw: `reranked_sources`), against its own
+  controls: what the reranking of diffusemp_edit buys without the diffusion model;
+- diffusemp: generated from retrieved candidates' controls (samples/retrieved.parquet: one text per example, kept
+  among the draws of its first `sample.candidates` candidates: the paper's top-1 by default), against the controls of
+  the candidate it came from;
+- diffusemp_oracle: generated from the gold controls (samples/oracle.parquet), against them (oracle.parquet);
+- diffusemp_edit: generated from the first `sample.edit_candidates` retrieved candidates' controls starting from their
+  responses (samples/edit.parquet, kept as for diffusemp), against the controls of the candidate it came from.
 The human and retrieval rows re-tag texts whose controls were tagged by the same taggers, so their ACC/F1 should be
 100: anything less measures how far re-tagging at scoring time drifts from the stored tags.
 """
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from pipeline.diffusion.generate import Judges, group_size, rerank
 from pipeline.errors import PipelineError
 from pipeline.labels import MECHANISMS
 from pipeline.metrics.control import CM_COLUMNS, cm_accuracy, cm_matches, f1, intent_positions, ratio, sf_overlap
@@ -26,7 +32,7 @@ from pipeline.metrics.selfbleu import pair_bleu, self_bleu
 from pipeline.progress import log
 from pipeline.schemas import CONTROL_NAMES
 
-SYSTEMS = ("human", "retrieval", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
+SYSTEMS = ("human", "retrieval", "retrieval_reranked", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
 P_CM = [f"p_{m}" for m in MECHANISMS]
 
 
@@ -68,29 +74,58 @@ def top1(table: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
     return rows.loc[ids].reset_index()
 
 
+def kept(samples: pd.DataFrame, sources: pd.DataFrame, ids: list[str], what: str) -> tuple[pd.Series, pd.DataFrame]:
+    """The sample of each of `ids` (samples: schema SAMPLES, one row per example) and the row of `sources` (schema
+    CANDIDATES) it was generated from, matched on (example_id, rank) -> (texts, source rows), in the order of ids."""
+    one = samples.drop_duplicates("example_id", keep=False).set_index("example_id")
+    bad = [i for i in ids if i not in one.index]
+    if bad:
+        raise PipelineError(f"{what} lacks a single sample for {len(bad)} scored examples (e.g. {bad[0]}): rebuild it "
+                            "with `dvc repro sample`")
+    keys = list(zip(ids, one.loc[ids, "rank"]))
+    source = sources.drop_duplicates(["example_id", "rank"]).set_index(["example_id", "rank"])
+    unknown = [k for k in keys if k not in source.index]
+    if unknown:
+        raise PipelineError(f"{what} was generated from candidate {unknown[0]}, which the candidates table lacks: "
+                            "rebuild it with `dvc repro sample`")
+    return one.loc[ids, "text"], source.loc[keys].reset_index()
+
+
+def reranked_sources(rows: Sequence[Mapping], rule: str, judges: Judges) -> pd.DataFrame:
+    """rows: the control rows `generate.control_rows` gives stage sample (every example's first candidates, with
+    `context`); the candidate of each example whose own response `rule` keeps (`generate.rerank` with one draw per
+    row: the candidate's response) -> DataFrame[example_id, rank, text] (the columns of schema SAMPLES it fills)."""
+    kept = rerank([[r["cand_response"] for r in rows]], rows, rule, judges, group_size(rows))
+    return pd.DataFrame({"example_id": [rows[i]["example_id"] for i, _ in kept],
+                         "rank": [rows[i]["rank"] for i, _ in kept],
+                         "text": [rows[i]["cand_response"] for i, _ in kept]})
+
+
 def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates: pd.DataFrame,
                      oracle: pd.DataFrame, retrieved_samples: pd.DataFrame, oracle_samples: pd.DataFrame,
-                     edit_samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """One DataFrame per system, rows aligned on the examples that were sampled (rank 0 of samples/retrieved).
+                     edit_samples: pd.DataFrame, reranked: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One DataFrame per system, rows aligned on the examples that were sampled (those of samples/retrieved).
+    reranked: `reranked_sources` of the same examples.
 
     Columns: example_id, context (list[str]), reference (gold response), text (the system's output) and the
     CONTROL_FIELDS of the controls the output is checked against.
     """
-    ids = sorted(retrieved_samples.loc[retrieved_samples["rank"] == 0, "example_id"].unique())
+    ids = sorted(retrieved_samples["example_id"].unique())
     if not ids:
-        raise PipelineError("samples/retrieved.parquet has no rank-0 sample: rebuild it with `dvc repro sample`")
+        raise PipelineError("samples/retrieved.parquet is empty: rebuild it with `dvc repro sample`")
     gold = top1(dialogues.merge(controls[["example_id", *CONTROL_NAMES]], on="example_id").assign(rank=0), ids,
                 "dialogues.parquet joined with controls.parquet")
     empty = gold.loc[gold["context"].map(len) == 0, "example_id"]
     if len(empty):
         raise PipelineError(f"example {empty.iloc[0]} has an empty context: MIScore needs one; check stage prepare")
-    cand, orac = top1(candidates, ids, "candidates.parquet"), top1(oracle, ids, "oracle.parquet")
+    cand = top1(candidates, ids, "candidates.parquet")
     sources = {  # system -> (output texts, controls table)
         "human": (gold["response"], gold),
         "retrieval": (cand["cand_response"], cand),
-        "diffusemp": (top1(retrieved_samples, ids, "samples/retrieved.parquet")["text"], cand),
-        "diffusemp_oracle": (top1(oracle_samples, ids, "samples/oracle.parquet")["text"], orac),
-        "diffusemp_edit": (top1(edit_samples, ids, "samples/edit.parquet")["text"], cand),
+        "retrieval_reranked": kept(reranked, candidates, ids, "the reranked candidates"),
+        "diffusemp": kept(retrieved_samples, candidates, ids, "samples/retrieved.parquet"),
+        "diffusemp_oracle": kept(oracle_samples, oracle, ids, "samples/oracle.parquet"),
+        "diffusemp_edit": kept(edit_samples, candidates, ids, "samples/edit.parquet"),
     }
     base = pd.DataFrame({"example_id": ids, "context": gold["context"], "reference": gold["response"]})
     return {name: base.assign(text=list(texts), **{c: list(ctrl[c]) for c in CONTROL_NAMES})

@@ -1,6 +1,8 @@
 """Stage bench: throughput of the trained model's configuration on this machine -> metrics/bench.json (training
 examples/s and GFLOP/s next to the matmul peak, sampling responses/s at each of `bench.sample_steps`, the whole default
 decoding's responses/s (draws + rerank), peak memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
+import dataclasses
+
 import torch
 import typer
 
@@ -28,6 +30,7 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
     cfg, seed = section(p, "bench", BenchParams), value(p, "seed", int)
     train_cfg = TrainConfig.from_dict(p.get("train") or {})
     sample_cfg = section(p, "sample", SampleConfig)
+    sample_cfg = dataclasses.replace(sample_cfg, candidates=sample_cfg.candidates or value(p, "retrieve", dict)["k"])
     seed_everything(seed)
     net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
 

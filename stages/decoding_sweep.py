@@ -1,12 +1,13 @@
-"""The decoding sweep: sampler steps x temperature x draws x rerank rule, on the rank-0 rows of the scored subset of a
-split -> plots/decoding_sweep.csv (one row per mode, split, steps, temperature, number of draws and rule; a rerun
-replaces the rows of its mode, split, steps, temperatures and rules).
+"""The decoding sweep: sampler steps x temperature x candidates x draws x rerank rule, on the scored subset of a split
+-> plots/decoding_sweep.csv (one row per mode, split, steps, temperature, number of candidates, number of draws and
+rule; a rerun replaces the rows of its mode, split, steps, temperatures, candidates and rules).
 
 Not a stage of the default DAG (an hour on 2 cores for the three modes); run it by hand on the trained model:
     python -m stages.decoding_sweep --mode retrieved --temperatures 0,0.5,1 --draws 1,2,4,6
     python -m stages.decoding_sweep --mode oracle --temperatures 1 --draws 1,2,4,6
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --reranks none,mbr,fluency,controls
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --steps null,32,16,8
+    python -m stages.decoding_sweep --split valid --temperatures 1 --draws 1,3,6 --candidates 1,2,3 --reranks relevance
 Columns and method: pipeline/diffusion/decoding_sweep.py; the table: docs/diffusion.md.
 """
 import dataclasses
@@ -18,7 +19,7 @@ import typer
 from pipeline.cli import guard
 from pipeline.diffusion.checkpoint import load_model
 from pipeline.diffusion.decoding_sweep import WORD, sweep_decoding
-from pipeline.diffusion.generate import SampleConfig, control_rows
+from pipeline.diffusion.generate import SampleConfig, control_rows, group_size
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_frame
 from pipeline.judges import ControlAgreement, context_relevance
@@ -52,17 +53,19 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
          reranks: str = typer.Option("fluency", help="comma-separated rerank rules: none, mbr, fluency, controls, relevance"),
          steps: str = typer.Option(None, help="comma-separated sampler step counts, null = the most "
                                               "(default: sample.steps)"),
+         candidates: str = typer.Option("1", help="comma-separated numbers of candidates per example whose draws "
+                                                  "compete (at most retrieve.k)"),
          split: str = typer.Option(None, help="train | valid | test (default: sample.split); choose rules on valid"),
          controls: str = "data/signals/controls.parquet", dialogues: str = "data/prepared/dialogues.parquet",
          model: str = "models/diffusion", taggers: str = "models/taggers", out: str = "plots/decoding_sweep.csv",
          params: str = "params.yaml") -> None:
     if mode not in SOURCES:
         raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(SOURCES)}")
-    temps, counts = numbers(temperatures, float), numbers(draws, int)
+    temps, counts, cands = numbers(temperatures, float), numbers(draws, int), numbers(candidates, int)
     step_counts = None if steps is None else numbers(steps, int, null=True)
-    if min(temps) < 0 or min(counts) < 1 or any(s is not None and s < 1 for s in step_counts or []):
-        raise PipelineError(f"--temperatures {temperatures} --draws {draws} --steps {steps}: temperatures >= 0, "
-                            "draws >= 1, steps >= 1 or null")
+    if min(temps) < 0 or min(counts) < 1 or min(cands) < 1 or any(s is not None and s < 1 for s in step_counts or []):
+        raise PipelineError(f"--temperatures {temperatures} --draws {draws} --candidates {candidates} --steps {steps}: "
+                            "temperatures >= 0, draws and candidates >= 1, steps >= 1 or null")
     p = load_params(params)
     cfg, seed = section(p, "sample", SampleConfig), value(p, "seed", int)
     cfg = dataclasses.replace(cfg, split=split or cfg.split)
@@ -71,22 +74,25 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     net, vocab = load_model(model)
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
                         read_frame(SOURCES[mode], CANDIDATES, stage="retrieve"),
-                        dataclasses.replace(cfg, candidates=1), seed, SOURCES[mode])
+                        dataclasses.replace(cfg, candidates=max(cands)), seed, SOURCES[mode])
     gold = read_frame(dialogues, DIALOGUES, stage="prepare").set_index("example_id")["response"]
     gold = list(gold.loc[[r["example_id"] for r in rows]])
     fluency_nll, bertscore = FluencyScorer.load().nll, BertScore()
     table = sweep_decoding(net, vocab, rows, gold, cfg, seed, temps, counts,
                            cfg.edit_strength if mode == "edit" else 1.0, fluency_nll, bertscore, rules,
                            ControlAgreement.load(taggers, section(p, "tag", TagParams).cm_threshold), step_counts,
-                           context_relevance)
-    log(f"[decoding_sweep] reference on these {len(rows)} {cfg.split} rows: gold fluency_ppl_smollm2 "
-        f"{fluency_ppl(fluency_nll(gold)):.1f}, dist2 {distinct_n([WORD.findall(t.lower()) for t in gold], 2):.2f}; "
+                           context_relevance, cands, group_size(rows))
+    first = [i for i, r in enumerate(rows) if r["rank"] == 0]
+    log(f"[decoding_sweep] reference on these {len(first)} {cfg.split} examples: gold fluency_ppl_smollm2 "
+        f"{fluency_ppl(fluency_nll([gold[i] for i in first])):.1f}, dist2 "
+        f"{distinct_n([WORD.findall(gold[i].lower()) for i in first], 2):.2f}; "
         f"the source response's BERTScore against the gold "
-        f"{float(bertscore([r['cand_response'] for r in rows], gold).mean()):.4f}")
-    new = pd.DataFrame(table).assign(mode=mode, split=cfg.split, examples=len(rows))
+        f"{float(bertscore([rows[i]['cand_response'] for i in first], [gold[i] for i in first]).mean()):.4f}")
+    new = pd.DataFrame(table).assign(mode=mode, split=cfg.split, examples=len(first))
     old = pd.read_csv(out) if Path(out).exists() else pd.DataFrame(columns=new.columns)
+    old = old.assign(candidates=old.get("candidates", 1))  # rows from before the candidates column: one each
     replaced = ((old["mode"] == mode) & (old["split"] == cfg.split) & old["temperature"].isin(temps)
-                & old["rerank"].isin(rules) & old["steps"].isin(new["steps"]))
+                & old["rerank"].isin(rules) & old["steps"].isin(new["steps"]) & old["candidates"].isin(cands))
     merged = pd.concat([old[~replaced], new], ignore_index=True)[["mode", "split", "examples", *table[0]]]
     with atomic_path(out, ".csv") as tmp:
         merged.to_csv(tmp, index=False)

@@ -30,12 +30,16 @@ def main(scores: str = "metrics/scores.json",
     dialogue = read_frame(dialogues, DIALOGUES, stage="prepare")
     contexts = dict(zip(dialogue["example_id"], (list(c) for c in dialogue["context"])))
     p = load_params(params)
-    sampling = value(p, "sample", dict)
-    if not (isinstance(sampling.get("num_samples"), int) and sampling.get("rerank") in RERANK_JUDGES):
-        raise PipelineError(f"params.yaml `sample`: num_samples {sampling.get('num_samples')!r} and rerank "
-                            f"{sampling.get('rerank')!r}: an integer and one of {', '.join(RERANK_JUDGES)}")
+    sampling, k = value(p, "sample", dict), value(p, "retrieve", dict).get("k")
+    counts = [min(sampling.get(c) or k, k) if isinstance(k, int) else None for c in ("candidates", "edit_candidates")]
+    if not (isinstance(sampling.get("num_samples"), int) and sampling.get("rerank") in RERANK_JUDGES
+            and all(isinstance(c, int) for c in counts)):
+        raise PipelineError(f"params.yaml `sample`: num_samples {sampling.get('num_samples')!r}, rerank "
+                            f"{sampling.get('rerank')!r}, candidates {sampling.get('candidates')!r}, edit_candidates "
+                            f"{sampling.get('edit_candidates')!r} (retrieve.k {k!r}): integers and one of "
+                            f"{', '.join(RERANK_JUDGES)}")
     update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others,
-                                                         sampling["num_samples"], sampling["rerank"]),
+                                                         sampling["num_samples"], sampling["rerank"], *counts),
                            EXAMPLES: examples_section(outputs, contexts, value(p, "seed", int))})
     for data, png, render, read, stage in ((cm_data, cm_png, render_cm, pd.read_csv, "score"),
                                            (loss_data, loss_png, render_curves, read_step_metrics, "train_diffusion")):

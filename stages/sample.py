@@ -1,14 +1,18 @@
-"""Stage sample (foreach mode: retrieved, oracle, edit): one generated response per (test example, candidate) of a
-control source -> data/samples/<mode>.parquet (schema SAMPLES: example id, candidate rank, control sequence, text).
+"""Stage sample (foreach mode: retrieved, oracle, edit): one generated response per test example of a control
+source -> data/samples/<mode>.parquet (schema SAMPLES: example id, the rank of the candidate it was generated from,
+its control sequence, text).
 
-retrieved: data/retrieval/candidates.parquet (the first `sample.candidates` of the k candidates per query; all k
-are the paper's diverse responses, the scored systems read the first), from noise;
-oracle: data/retrieval/oracle.parquet (the gold response's own controls), from noise; edit: the retrieved candidates
-again, each generation starting from the candidate's own response at `sample.edit_strength` (retrieve-and-edit).
-`sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode. `sample.rerank` keeps one
-of `sample.num_samples` draws by the models of `pipeline.judges` (SmolLM2, the fluency metric's own model; the taggers
-that score ACC-CM and ACC-IT): say so next to its figures.
+retrieved: data/retrieval/candidates.parquet (the first `sample.candidates` of the k candidates per query), from noise;
+oracle: data/retrieval/oracle.parquet (the gold response's own controls), from noise; edit: the first
+`sample.edit_candidates` retrieved candidates, each generation starting from the candidate's own response at
+`sample.edit_strength` (retrieve-and-edit).
+`sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode. Each candidate gets
+`sample.num_samples` draws, and `sample.rerank` keeps one of all the draws of an example's candidates by the models of
+`pipeline.judges` (SmolLM2, the fluency metric's own model; MiniLM, the encoder under BERTScore; the taggers that score
+ACC-CM and ACC-IT): say so next to its figures.
 """
+import dataclasses
+
 import pandas as pd
 import torch
 import typer
@@ -16,7 +20,7 @@ import typer
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.generate import SampleConfig, control_rows, generate
+from pipeline.diffusion.generate import SampleConfig, control_rows, draw, group_size, rerank
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
 from pipeline.judges import load_judges
@@ -39,17 +43,20 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit")
         raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     p = load_params(params)
     cfg, seed = section(p, "sample", SampleConfig), value(p, "seed", int)
+    if mode == "edit":
+        cfg = dataclasses.replace(cfg, candidates=cfg.edit_candidates)
     seed_everything(seed)
     net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
 
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
                         read_frame(candidates, CANDIDATES, stage="retrieve"), cfg, seed, candidates)
     judges = load_judges(cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
-    texts = generate(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0,
-                     judges=judges)
+    draws = draw(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0)
+    kept = rerank(draws, rows, cfg.rerank, judges, group_size(rows))  # (row, draw) per example
     write_frame(out, pd.DataFrame({
-        "example_id": [r["example_id"] for r in rows], "rank": [r["rank"] for r in rows],
-        "control_sequence": [control_sequence(r, net.cfg.signals) for r in rows], "text": texts}), SAMPLES)
+        "example_id": [rows[i]["example_id"] for i, _ in kept], "rank": [rows[i]["rank"] for i, _ in kept],
+        "control_sequence": [control_sequence(rows[i], net.cfg.signals) for i, _ in kept],
+        "text": [draws[d][i] for i, d in kept]}), SAMPLES)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
-"""Stage score: every Table 2 metric for human / retrieval / diffusemp / diffusemp_oracle / diffusemp_edit on the
-sampled examples -> metrics/scores.json (one entry per system), data/scores/per_example.parquet, plots/cm.csv (Figure 4 data)."""
+"""Stage score: every Table 2 metric for human / retrieval / retrieval_reranked / diffusemp / diffusemp_oracle /
+diffusemp_edit on the sampled examples -> metrics/scores.json (one entry per system), data/scores/per_example.parquet,
+plots/cm.csv (Figure 4 data). retrieval_reranked reruns `sample.rerank` on the own responses of the candidates the edit
+mode generates from (`sample.edit_candidates`; its judges: pipeline.judges)."""
+import dataclasses
 import functools
 
 import typer
 
 from pipeline.cli import guard
+from pipeline.diffusion.generate import SampleConfig, control_rows
 from pipeline.frames import FrameTagger
 from pipeline.io import atomic_path, read_frame, write_frame, write_json
+from pipeline.judges import load_judges
 from pipeline.metrics.relevance import BertScore, FluencyScorer, MIScorer
-from pipeline.params import load_params, section
+from pipeline.params import load_params, section, value
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES, SAMPLES, SCORES
-from pipeline.scoring import ScoreParams, Scorers, assemble_systems, cm_points, json_safe, score_systems
+from pipeline.scoring import (ScoreParams, Scorers, assemble_systems, cm_points, json_safe, reranked_sources,
+                             score_systems)
 from pipeline.segment import segment_texts
 from pipeline.tagging import TagParams, Taggers
 
@@ -27,16 +33,21 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", controls: str = "da
          per_example: str = "data/scores/per_example.parquet", metrics: str = "metrics/scores.json",
          cm_plot: str = "plots/cm.csv", params: str = "params.yaml") -> None:
     all_params = load_params(params)
-    cfg = section(all_params, "score", ScoreParams)
-    systems = assemble_systems(
-        read_frame(dialogues, DIALOGUES, stage="prepare"), read_frame(controls, CONTROLS, stage="controls"),
-        read_frame(candidates, CANDIDATES, stage="retrieve"), read_frame(oracle, CANDIDATES, stage="retrieve"),
-        read_frame(retrieved_samples, SAMPLES, stage="sample@retrieved"),
-        read_frame(oracle_samples, SAMPLES, stage="sample@oracle"), read_frame(edit_samples, SAMPLES, stage="sample@edit"))
-    mi = MIScorer.load(max_tokens=cfg.miscore_max_tokens, batch_size=cfg.miscore_batch_size)
-    fluency = FluencyScorer(mi.model, mi.tokenizer, batch_size=cfg.miscore_batch_size)  # the same SmolLM2
+    cfg, sampling = section(all_params, "score", ScoreParams), section(all_params, "sample", SampleConfig)
     # The tag stage's CM threshold, so that re-tagging the human responses reproduces their stored controls.
     threshold = section(all_params, "tag", TagParams).cm_threshold
+    control_table, candidate_table = (read_frame(controls, CONTROLS, stage="controls"),
+                                      read_frame(candidates, CANDIDATES, stage="retrieve"))
+    rows = control_rows(control_table, candidate_table, dataclasses.replace(sampling, candidates=sampling.edit_candidates),
+                        value(all_params, "seed", int), candidates)  # the candidates the edit mode generates from
+    reranked = reranked_sources(rows, sampling.rerank, load_judges(sampling.rerank, taggers, threshold))
+    systems = assemble_systems(
+        read_frame(dialogues, DIALOGUES, stage="prepare"), control_table, candidate_table,
+        read_frame(oracle, CANDIDATES, stage="retrieve"), read_frame(retrieved_samples, SAMPLES, stage="sample@retrieved"),
+        read_frame(oracle_samples, SAMPLES, stage="sample@oracle"), read_frame(edit_samples, SAMPLES, stage="sample@edit"),
+        reranked)
+    mi = MIScorer.load(max_tokens=cfg.miscore_max_tokens, batch_size=cfg.miscore_batch_size)
+    fluency = FluencyScorer(mi.model, mi.tokenizer, batch_size=cfg.miscore_batch_size)  # the same SmolLM2
     tag = functools.partial(Taggers.load(taggers).tag, cm_threshold=threshold)
     scorers = Scorers(segment=segment_texts, tag=tag, frames=FrameTagger.load(framenet, frames_model).tag,
                       bertscore=BertScore(batch_size=cfg.bertscore_batch_size), mi_nll=mi.nll,

@@ -14,6 +14,7 @@ from pipeline.diffusion.model import MaskedDiffusEmpModel, build_model
 from pipeline.diffusion.sampler import decode, sample, still_hidden
 from pipeline.diffusion.schedule import Schedule, noise
 from pipeline.diffusion.vocab import MASK_ID, Vocab
+from pipeline.errors import PipelineError
 from test_diffusion_core import ROWS
 
 CFG = ModelConfig(family="masked", width=64, layers=2, heads=4, ffn=128, dropout=0.0, max_len=64, max_context=16)
@@ -213,6 +214,26 @@ def test_relevance_pick_by_hand():
     # row 3: every draw empty: the first; row 4: no spread in fluency, so relevance decides
     assert relevance_pick(nll, relevance).tolist() == [0, 1, 2, 0, 2]
     assert relevance_pick(nll, relevance, weight=0.0).tolist() == [0, 0, 2, 0, 0]  # weight 0: the most fluent
+
+
+def test_the_draws_of_an_examples_candidates_compete_in_one_rerank():
+    from pipeline.diffusion.generate import Judges, pooled, rerank
+
+    # pooled: [draws, rows] -> [group x draws, rows / group], option o = draw o % draws of the group's row o // draws
+    m = np.array([[0, 1, 2, 3], [10, 11, 12, 13]])  # draw d of row i = 10 d + i
+    assert pooled(m, 2).tolist() == [[0, 2], [10, 12], [1, 3], [11, 13]]
+    assert pooled(m, 1).tolist() == m.tolist()
+    rows = [{"example_id": e, "rank": r} for e in ("a", "b") for r in (0, 1)]
+    draws = [["aaaa", "aa", "bbb", "bbb"],  # draw 0 of rows a0, a1, b0, b1
+             ["aaa", "aaaaa", "bbbb", "bbb"]]  # draw 1
+    judges = Judges(fluency_nll=lambda texts: np.array([float(len(t)) for t in texts]))
+    # fluency (the shortest text): a -> row 1 draw 0 ("aa"); b -> a tie of three "bbb", the first option: row 2 draw 0
+    assert rerank(draws, rows, "fluency", judges, group=2) == [(1, 0), (2, 0)]
+    assert rerank(draws, rows, "fluency", judges) == [(0, 1), (1, 0), (2, 0), (3, 0)]  # each row alone
+    assert rerank(draws, rows, "none", judges, group=2) == [(0, 0), (2, 0)]  # the first draw of the first candidate
+    assert rerank([draws[0]], rows, "fluency", judges, group=2) == [(1, 0), (2, 0)]  # one draw: candidates still compete
+    with pytest.raises(PipelineError, match="groups of 3"):
+        rerank(draws, rows, "fluency", judges, group=3)
 
 
 def test_agreement_by_hand():

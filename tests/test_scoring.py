@@ -9,7 +9,8 @@ from pipeline.errors import PipelineError
 from pipeline.plots import render_cm, render_curves
 from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, numeric_leaves, replace_section,
                              results_section, results_table)
-from pipeline.scoring import SYSTEMS, Scorers, assemble_systems, cm_points, json_safe, score_system, score_systems
+from pipeline.scoring import (SYSTEMS, Scorers, assemble_systems, cm_points, json_safe, reranked_sources,
+                              score_system, score_systems)
 
 IDS = ["c1:1", "c2:1"]
 
@@ -30,16 +31,18 @@ def tables() -> dict[str, pd.DataFrame]:
                               "emotion": "sad", "situation": "", "context": [["my dog died"], ["i got the job"]],
                               "response": gold})
     controls = pd.DataFrame([{"example_id": i, **controls_row(t, cm=(True, False, False))} for i, t in zip(IDS, gold)])
-    candidates = pd.DataFrame([{"example_id": i, "rank": r, "cand_response": t if r == 0 else "other",
-                                **controls_row(t, cm=(True, False, False))}
+    candidates = pd.DataFrame([{"example_id": i, "rank": r, "cand_response": t if r == 0 else "other words",
+                                **controls_row(t if r == 0 else "other words", cm=(r == 0, False, False))}
                                for i, t in zip(IDS[::-1], cands[::-1]) for r in (1, 0)])  # out of order on purpose
     oracle = pd.DataFrame([{"example_id": i, "rank": 0, "cand_response": t, **controls_row(t, cm=(True, False, False))}
                            for i, t in zip(IDS, gold)])
-    samples = {m: pd.DataFrame({"example_id": IDS, "rank": 0, "text": texts})
-               for m, texts in (("retrieved", ["oh no that is", ""]), ("oracle", gold), ("edit", ["oh no that is sad", "wow"]))}
+    samples = {m: pd.DataFrame({"example_id": IDS, "rank": ranks, "text": texts})
+               for m, ranks, texts in (("retrieved", 0, ["oh no that is", ""]), ("oracle", 0, gold),
+                                       ("edit", [0, 1], ["oh no that is sad", "wow"]))}  # edit kept c2's 2nd candidate
+    reranked = pd.DataFrame({"example_id": IDS, "rank": [1, 0], "text": ["other words", "wow great"]})
     return dict(dialogues=dialogues, controls=controls, candidates=candidates, oracle=oracle,
                 retrieved_samples=samples["retrieved"], oracle_samples=samples["oracle"],
-                edit_samples=samples["edit"])
+                edit_samples=samples["edit"], reranked=reranked)
 
 
 def stand_in_tag(contexts, responses, segments) -> pd.DataFrame:
@@ -69,13 +72,35 @@ def test_assemble_systems_aligns_every_system_on_the_sampled_examples():
     assert list(systems["diffusemp"]["words"][0]) == "oh no that is bad".split()  # checked against the candidate
     assert list(systems["diffusemp_oracle"]["words"][1]) == "That is So great".split()
     assert list(systems["diffusemp_edit"]["text"]) == ["oh no that is sad", "wow"]
-    assert list(systems["diffusemp_edit"]["words"][0]) == "oh no that is bad".split()  # the candidate's controls
+    edit = systems["diffusemp_edit"]  # each text against the controls of the candidate it came from
+    assert list(edit["words"][0]) == "oh no that is bad".split() and list(edit["words"][1]) == ["other", "words"]
+    assert list(edit["cm_er"]) == [True, False]
+    assert list(systems["retrieval_reranked"]["words"][0]) == ["other", "words"]  # c1 kept its 2nd candidate
+
+
+def test_reranked_sources_keep_one_candidate_response_per_example():
+    from pipeline.diffusion.generate import Judges
+
+    rows = [{"example_id": e, "rank": r, "cand_response": t, "context": ["hi"]}
+            for e, texts in (("a", ["a long one", "short"]), ("b", ["tiny", "a longer one"])) for r, t in enumerate(texts)]
+    judges = Judges(fluency_nll=lambda texts: np.array([float(len(t)) for t in texts]))  # the shortest is "fluent"
+    kept = reranked_sources(rows, "fluency", judges)
+    assert kept.to_dict("list") == {"example_id": ["a", "b"], "rank": [1, 0], "text": ["short", "tiny"]}
+    assert reranked_sources(rows, "none", judges)["rank"].tolist() == [0, 0]  # no rule: the top-1 candidate
 
 
 def test_assemble_systems_rejects_missing_rows_and_empty_contexts():
     t = tables()
     t["oracle_samples"] = t["oracle_samples"].iloc[:1]
-    with pytest.raises(PipelineError, match="samples/oracle.parquet lacks rank-0 rows"):
+    with pytest.raises(PipelineError, match="samples/oracle.parquet lacks a single sample for 1 scored"):
+        assemble_systems(**t)
+    t = tables()
+    t["edit_samples"] = pd.concat([t["edit_samples"], t["edit_samples"].iloc[:1]])  # two texts for one example
+    with pytest.raises(PipelineError, match="samples/edit.parquet lacks a single sample"):
+        assemble_systems(**t)
+    t = tables()
+    t["edit_samples"].loc[1, "rank"] = 7
+    with pytest.raises(PipelineError, match=r"candidate \('c2:1', 7\)"):
         assemble_systems(**t)
     t = tables()
     t["dialogues"].at[0, "context"] = []
@@ -111,7 +136,7 @@ def test_score_systems_writes_one_entry_per_system_and_json_has_no_nan():
     systems = assemble_systems(**tables())
     table, metrics = score_systems(systems, stand_in_scorers())
     assert metrics["n_examples"] == 2 and set(SYSTEMS) <= set(metrics)
-    assert list(table["system"].unique()) == list(SYSTEMS) and len(table) == 10
+    assert list(table["system"].unique()) == list(SYSTEMS) and len(table) == 12
     assert json_safe({"a": {"x": math.nan, "y": 1.23456}})["a"] == {"x": None, "y": 1.2346}
     points = cm_points(metrics)
     assert list(points.columns) == ["system", "er", "ip", "ex"] and list(points["system"]) == list(SYSTEMS)
@@ -123,10 +148,13 @@ def test_report_section_and_markers(tmp_path):
     assert "| paper: DiffusEmp | 0.5205 | 626.92 | n/a | 92.36 |" in table
     assert "| ours: DiffusEmp | 0.5000 | n/a | n/a |" in table and "| ours: Human |" in table
     section = results_section(scores, {"retrieval.json": {"mrr": 0.25, "per_class": [1, 2], "k": {"at_5": 3}}}, 6,
-                              "relevance")
+                              "relevance", 1, 3)
     assert "| retrieval.json | mrr | 0.25 |" in section and "k.at_5" in section
-    assert "keep one of 6 draws per response by rerank rule `relevance`, which reads SmolLM2" in section
-    assert "one draw per response, not reranked" in results_section(scores, {}, 1, "fluency")
+    assert ("keep one of 6 draws of the top-1 candidate (edit: of each of the top 3 retrieved candidates (18 in all)) "
+            "per example by rerank rule `relevance`, which reads SmolLM2") in section
+    assert "Retrieval, reranked: the candidate that the same rule keeps among the top 3" in section
+    assert "of each of the top 2 retrieved candidates (6 in all) (edit" in results_section(scores, {}, 3, "mbr", 2, 2)
+    assert "one draw per example (of the top-1 candidate), not reranked" in results_section(scores, {}, 6, "none", 1, 3)
     from pipeline.diffusion.generate import RERANKS
     assert set(RERANK_JUDGES) == set(RERANKS)  # every rule says what it reads
     readme = f"# Title\n\n{BEGIN}\nold table\n{END}\n\nMore text.\n"

@@ -47,12 +47,12 @@ def test_decoding_sweep_keeps_the_most_fluent_of_the_first_n_draws():
     vocab, _, _ = tiny_setup()
     model, rows = fresh_model(vocab).eval(), [control_row(*s) for s in SENTENCES]
     cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, solver="ancestral",
-                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, batch_size=4, bf16=False)
+                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, edit_candidates=None, batch_size=4, bf16=False)
     nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])  # a shorter text is "more fluent"
     table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1, 3],
                            strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]))
-    assert [(r["steps"], r["temperature"], r["draws"], r["rerank"]) for r in table] == [(3, 0.0, 1, "fluency"),
-                                                                                       (3, 0.0, 3, "fluency")]
+    assert [(r["steps"], r["temperature"], r["candidates"], r["draws"], r["rerank"]) for r in table] == [
+        (3, 0.0, 1, 1, "fluency"), (3, 0.0, 1, 3, "fluency")]
     by_steps = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1],
                               strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),
                               steps=[None, 2])
@@ -64,6 +64,17 @@ def test_decoding_sweep_keeps_the_most_fluent_of_the_first_n_draws():
         kept = [min(column[:n], key=len) for column in zip(*texts)]  # the shortest of the first n, the first on ties
         assert row["bertscore_f1_minilm"] == round(float(np.mean([len(t) for t in kept])), 4)
         assert row["fluency_ppl_smollm2"] == round(math.exp(np.mean([math.log(1 + len(t)) for t in kept])), 1)
+    # two candidates per example (rows 0-1, 2-3): with c = 2 the shortest of the pair is kept, the first on ties
+    pairs = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1],
+                           strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),
+                           candidates=[1, 2], per_example=2)
+    assert [r["candidates"] for r in pairs] == [1, 2]
+    first, shortest = texts[0][::2], [min(texts[0][i:i + 2], key=len) for i in (0, 2)]
+    for row, kept in zip(pairs, (first, shortest)):
+        assert row["bertscore_f1_minilm"] == round(float(np.mean([len(t) for t in kept])), 4)
+    with pytest.raises(PipelineError, match="candidates"):
+        sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[1],
+                       strength=1.0, fluency_nll=nll, bertscore=None, candidates=[3], per_example=2)
 
 
 def test_decoding_sweep_scores_each_rule_with_the_judge_of_the_controls_rule():
@@ -80,7 +91,7 @@ def test_decoding_sweep_scores_each_rule_with_the_judge_of_the_controls_rule():
     vocab, _, _ = tiny_setup()
     model, rows = fresh_model(vocab).eval(), [control_row(*s) for s in SENTENCES]
     cfg = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, solver="ancestral",
-                       edit_strength=0.5, num_samples=3, rerank="none", candidates=None, batch_size=4, bf16=False)
+                       edit_strength=0.5, num_samples=3, rerank="none", candidates=None, edit_candidates=None, batch_size=4, bf16=False)
     nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])
     table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[3],
                            strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),

@@ -205,7 +205,7 @@ def test_generate_returns_one_reproducible_text_per_row_in_order():
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
     cfg = SampleConfig(split="test", subset=None, steps=3, clamp=True, temperature=0.0, solver="ancestral",
-                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, batch_size=3, bf16=False)
+                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, edit_candidates=None, batch_size=3, bf16=False)
     texts = generate(model, vocab, rows, cfg, seed=5)
     assert len(texts) == len(rows) and all(isinstance(t, str) for t in texts)
     assert generate(model, vocab, rows, cfg, seed=5) == texts
@@ -233,7 +233,7 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     rows = [control_row(*s) for s in SENTENCES]
     model = fresh_model(vocab).eval()
     one = SampleConfig(split="test", subset=None, steps=3, clamp=False, temperature=0.0, solver="ancestral",
-                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, batch_size=4, bf16=False)
+                       edit_strength=0.5, num_samples=1, rerank="none", candidates=None, edit_candidates=None, batch_size=4, bf16=False)
     three = SampleConfig(**{**one.__dict__, "num_samples": 3, "rerank": "mbr"})
     picked = generate(model, vocab, rows, three, seed=5)
     assert len(picked) == len(rows) and generate(model, vocab, rows, three, seed=5) == picked

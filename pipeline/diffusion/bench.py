@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.diffusion.generate import Judges, SampleConfig, generate
+from pipeline.diffusion.generate import Judges, SampleConfig, draw, rerank
 from pipeline.diffusion.inputs import Batch, Example, collate, encode_rows
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
@@ -108,13 +108,17 @@ def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
 
 def decoding_throughput(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig,
                         judges: Judges) -> dict:
-    """Responses/s of the whole default decoding as stage `sample` runs it over `rows` (control-source rows):
-    cfg.num_samples draws of cfg.steps steps each, kept by cfg.rerank (the reranker's own scoring included)."""
+    """Responses/s of the whole default decoding as stage `sample` runs it for each of `rows` (control-source rows):
+    cfg.num_samples draws of cfg.steps steps of each of its cfg.candidates candidates (an int: the row itself stands in
+    for each, the same work as distinct candidates of its length), one kept by cfg.rerank over them all (the
+    reranker's own scoring included)."""
     device = next(model.parameters()).device
-    seconds = timed(lambda: generate(model, vocab, rows, cfg, seed=0, judges=judges), device, 1,
-                    warmup=False)
-    return {"steps": cfg.steps, "num_samples": cfg.num_samples, "rerank": cfg.rerank, "responses": len(rows),
-            "seconds": round(seconds, 2), "responses_per_s": round(len(rows) / seconds, 3)}
+    group = cfg.candidates
+    candidates = [row for row in rows for _ in range(group)]
+    seconds = timed(lambda: rerank(draw(model, vocab, candidates, cfg, seed=0), candidates, cfg.rerank, judges, group),
+                    device, 1, warmup=False)
+    return {"steps": cfg.steps, "candidates": group, "num_samples": cfg.num_samples, "rerank": cfg.rerank,
+            "responses": len(rows), "seconds": round(seconds, 2), "responses_per_s": round(len(rows) / seconds, 3)}
 
 
 def peak_memory_mb(device: torch.device) -> dict:
@@ -133,7 +137,8 @@ def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sam
     train_examples: one training batch (gold responses), timed in the precision of `train.bf16` (train_bf16); the
     matmul peak is measured in that precision too. sample_rows: control rows (with `context`) of one sampling
     batch, sampled once per entry of sample_steps (the sampler alone: one draw, no rerank), then by the whole default
-    decoding (sampling.steps, num_samples draws, the rerank; judges: the models of the rerank rule).
+    decoding (sampling.steps, num_samples draws of each of sampling.candidates candidates, the rerank; judges: the
+    models of the rerank rule).
     """
     device = next(model.parameters()).device
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)

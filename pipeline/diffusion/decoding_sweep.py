@@ -1,10 +1,11 @@
-"""The decoding sweep (off the DAG; table in docs/diffusion.md): how many sampler steps, how many draws, at which
-temperature, kept by which rerank rule.
+"""The decoding sweep (off the DAG; table in docs/diffusion.md): how many sampler steps, how many draws of how many
+candidates per example, at which temperature, kept by which rerank rule.
 
 For each step count and temperature: max(draws) seeded draws of every control row (`generate.draw`: draw j is seeded
 with seed + j, so the first n draws are exactly those of `sample.num_samples = n`), each text scored once by the
-rerankers' models; for each n in draws and each rule in reranks, the rule's choice among the first n (`generate.pick`,
-as `sample.rerank`) is kept and the kept texts are scored:
+rerankers' models; for each c in candidates, n in draws and rule in reranks, the rule's choice among the first n draws
+of the first c candidates of each example (`generate.pick` on `generate.pooled` columns, as `sample.rerank` with
+`sample.candidates = c`) is kept and the kept texts are scored:
 - fluency_ppl_smollm2: the score stage's metric (the fluency and controls rules' own model: they optimise it);
 - bertscore_f1_minilm: the score stage's BERTScore against the gold response (mean over rows);
 - dist2: distinct bigrams / bigrams x100 over lower-cased word and punctuation tokens (a regex, not the score stage's
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from pipeline.diffusion.generate import RERANKS, ContextRelevance, FluencyNLL, SampleConfig, draw, pick
+from pipeline.diffusion.generate import RERANKS, ContextRelevance, FluencyNLL, SampleConfig, draw, pick, pooled
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.judges import ControlAgreement, agreement
@@ -38,45 +39,51 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
                    seed: int, temperatures: Sequence[float], draws: Sequence[int], strength: float,
                    fluency_nll: FluencyNLL, bertscore: Callable[[list[str], list[str]], np.ndarray],
                    reranks: Sequence[str] = ("fluency",), judge: ControlAgreement | None = None,
-                   steps: Sequence[int | None] | None = None,
-                   relevance: ContextRelevance | None = None) -> list[dict]:
-    """rows: control-source rows (generate.control_rows), gold: their reference responses; judge: re-tags the draws
-    (needed by rule controls; without it acc_cm / acc_it are NaN); steps: the sampler step counts (default: cfg.steps
-    alone); relevance: of a draw to its context (needed by rule relevance). -> one dict per (steps, temperature, n,
-    rule): steps, temperature, draws, rerank, fluency_ppl_smollm2, bertscore_f1_minilm, dist2, acc_cm, acc_it,
-    sample_seconds."""
+                   steps: Sequence[int | None] | None = None, relevance: ContextRelevance | None = None,
+                   candidates: Sequence[int] = (1,), per_example: int = 1) -> list[dict]:
+    """rows: control-source rows (generate.control_rows), `per_example` consecutive rows per example (its candidates,
+    best first); gold: the reference response of each row's example; judge: re-tags the draws (needed by rule
+    controls; without it acc_cm / acc_it are NaN); steps: the sampler step counts (default: cfg.steps alone);
+    relevance: of a draw to its context (needed by rule relevance); candidates: how many of each example's rows
+    compete (each at most per_example). -> one dict per (steps, temperature, candidates, n, rule): steps, temperature,
+    candidates, draws, rerank, fluency_ppl_smollm2, bertscore_f1_minilm, dist2, acc_cm, acc_it, sample_seconds (of
+    the draws of the rows that compete)."""
     unknown = [r for r in reranks if r not in RERANKS]
     if unknown or ("controls" in reranks and judge is None) or ("relevance" in reranks and relevance is None):
         raise PipelineError(f"reranks {', '.join(reranks)}: use rules of {', '.join(RERANKS)}; controls needs a judge, "
                             "relevance a relevance scorer")
-    table, rows_i = [], np.arange(len(rows))
+    if len(rows) % per_example or not all(1 <= c <= per_example for c in candidates):
+        raise PipelineError(f"candidates {list(candidates)}: each from 1 to the {per_example} rows per example")
+    table = []
     for n_steps, temperature in itertools.product([cfg.steps] if steps is None else steps, temperatures):
         most = max(draws) if temperature > 0 or model.cfg.family == "continuous" else 1
         start = time.perf_counter()
         texts = draw(model, vocab, rows, dataclasses.replace(cfg, steps=n_steps, temperature=temperature,
                                                              num_samples=most), seed, strength)  # [most][rows]
         seconds = time.perf_counter() - start
-        nll = np.stack([fluency_nll(t) for t in texts])  # [most, rows]
+        flat = [t for d in texts for t in d]  # draw-major; each model below is called once, as in generate.rerank
+        nll = fluency_nll(flat).reshape(most, len(rows))  # [most, rows]
         checks = [judge.check(rows, t) for t in texts] if judge else None  # per draw: cm_ok [rows, 3], it [rows, 2]
         agree = np.stack([agreement(*c) for c in checks]) if checks else None  # [most, rows]
-        related = (relevance(list(rows) * most, [t for d in texts for t in d]).reshape(most, len(rows))
-                   if relevance else None)  # [most, rows]: one call, each context encoded once (as generate.rerank)
-        for n in sorted({min(n, most) for n in draws}):
-            for rule in reranks:
-                kept_draw = pick(rule, texts[:n], nll[:n], None if agree is None else agree[:n],
-                                 None if related is None else related[:n])  # [rows]
-                kept = [texts[d][i] for i, d in enumerate(kept_draw)]
-                if checks:
-                    cm_ok = np.stack([checks[d][0][i] for i, d in enumerate(kept_draw)])  # [rows, 3]
-                    it = np.stack([checks[d][1][i] for i, d in enumerate(kept_draw)])  # [rows, 2]
-                    acc_cm, acc_it = cm_accuracy(cm_ok)["mean"], ratio(*it.sum(0))
-                else:
-                    acc_cm = acc_it = float("nan")
-                table.append({
-                    "steps": n_steps, "temperature": temperature, "draws": n, "rerank": rule,
-                    "fluency_ppl_smollm2": round(fluency_ppl(nll[kept_draw, rows_i]), 1),
-                    "bertscore_f1_minilm": round(float(bertscore(kept, list(gold)).mean()), 4),
-                    "dist2": round(distinct_n([WORD.findall(t.lower()) for t in kept], 2), 2),
-                    "acc_cm": round(acc_cm, 2), "acc_it": round(acc_it, 2),
-                    "sample_seconds": round(seconds * n / most, 1)})
+        related = relevance(list(rows) * most, flat).reshape(most, len(rows)) if relevance else None  # [most, rows]
+        for c, n, rule in itertools.product(candidates, sorted({min(n, most) for n in draws}), reranks):
+            rows_c = np.array([i for i in range(len(rows)) if i % per_example < c])  # the first c of each example
+            column = lambda m: None if m is None else pooled(np.asarray(m)[:n][:, rows_c], c)
+            options = pick(rule, column(np.array(texts, dtype=object)).tolist(), column(nll), column(agree),
+                           column(related))  # [examples]: option o = draw o % n of the example's row o // n
+            kept = [(rows_c[g * c + o // n], o % n) for g, o in enumerate(options)]  # (row, draw)
+            if checks:
+                cm_ok = np.stack([checks[d][0][i] for i, d in kept])  # [examples, 3]
+                it = np.stack([checks[d][1][i] for i, d in kept])  # [examples, 2]
+                acc_cm, acc_it = cm_accuracy(cm_ok)["mean"], ratio(*it.sum(0))
+            else:
+                acc_cm = acc_it = float("nan")
+            kept_texts = [texts[d][i] for i, d in kept]
+            table.append({
+                "steps": n_steps, "temperature": temperature, "candidates": c, "draws": n, "rerank": rule,
+                "fluency_ppl_smollm2": round(fluency_ppl(np.array([nll[d, i] for i, d in kept])), 1),
+                "bertscore_f1_minilm": round(float(bertscore(kept_texts, [gold[i] for i, _ in kept]).mean()), 4),
+                "dist2": round(distinct_n([WORD.findall(t.lower()) for t in kept_texts], 2), 2),
+                "acc_cm": round(acc_cm, 2), "acc_it": round(acc_it, 2),
+                "sample_seconds": round(seconds * n / most * c / per_example, 1)})
     return table

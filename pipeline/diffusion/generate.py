@@ -3,8 +3,8 @@ and batched sampling of responses.
 
 A control source is a row with the query's `context` and a candidate's CONTROL_FIELDS (candidates.parquet in retrieved
 or oracle mode): the response takes the candidate's word and sentence structure (see inputs.encode_example). With
-strength < 1 the candidate's own response is the starting point (sampler.py). Several draws per row are reranked by
-one of RERANKS:
+strength < 1 the candidate's own response is the starting point (sampler.py). Several draws per row, or per group of
+rows (the candidates of one example: their draws compete together), are reranked by one of RERANKS:
 - mbr: the draw with the highest mean similarity to the other draws (similarity: `overlap`, the mean of the unigram and
   bigram F1 of lower-cased whitespace tokens, a cheap stand-in for DiffuSeq's BLEU-based MBR);
 - fluency: the draw that a language model finds most probable per token (stage `sample` uses SmolLM2,
@@ -76,8 +76,10 @@ class SampleConfig:
     probable token, > 0 = Gumbel sampling at that temperature. solver: (continuous) the reverse process,
     sampler.SOLVERS: ancestral or dpm++2m (DPM-Solver++, deterministic). edit_strength: the `edit` mode starts from each
     candidate's own response at this strength (sampler.py; 1 = from noise). num_samples: seeded draws per control
-    row, of which `rerank` keeps one (RERANKS). candidates: how many of each example's retrieved candidates are
-    generated from (rank < candidates; null = all retrieve.k); the scored systems read rank 0 only. batch_size:
+    row, of which `rerank` keeps one (RERANKS). candidates: how many of each example's retrieved candidates the
+    `retrieved` mode generates from (rank < candidates; null = all retrieve.k); edit_candidates: the same for the
+    `edit` mode. The draws of all of an example's candidates compete in one rerank, which keeps one text per example
+    (with `rerank` none: draw 0 of the first candidate). batch_size:
     control rows per forward pass, each with all its num_samples draws. bf16: run the denoiser under bfloat16
     autocast (float32 probabilities).
     """
@@ -92,17 +94,19 @@ class SampleConfig:
     num_samples: int
     rerank: Literal["none", "mbr", "fluency", "controls", "relevance"]
     candidates: int | None
+    edit_candidates: int | None
     batch_size: int
     bf16: bool
 
     def __post_init__(self):
         if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
                 or not 0 < self.edit_strength <= 1 or self.num_samples < 1
-                or (self.candidates is not None and self.candidates < 1)):
+                or any(c is not None and c < 1 for c in (self.candidates, self.edit_candidates))):
             raise PipelineError(f"params.yaml `sample`: steps={self.steps}, batch_size={self.batch_size}, "
                                 f"temperature={self.temperature}, edit_strength={self.edit_strength}, num_samples="
-                                f"{self.num_samples}, candidates={self.candidates} (steps, batch_size, num_samples, "
-                                "candidates >= 1; temperature >= 0; edit_strength in (0, 1])")
+                                f"{self.num_samples}, candidates={self.candidates}, edit_candidates="
+                                f"{self.edit_candidates} (steps, batch_size, num_samples, candidates, edit_candidates "
+                                ">= 1; temperature >= 0; edit_strength in (0, 1])")
 
 
 def eval_subset(example_ids: Sequence[str], n: int | None, seed: int) -> list[str]:
@@ -120,8 +124,8 @@ def control_rows(controls: pd.DataFrame, candidates: pd.DataFrame, cfg: SampleCo
                  source: str) -> list[dict]:
     """The control-source rows generated for the scored subset: the first cfg.candidates candidates (schema
     CANDIDATES; null = all) of each example of the seeded cfg.subset of cfg.split (controls: schema CONTROLS), each
-    with that example's `context`, sorted by (example_id, rank). source: the candidates file, named in the error when
-    an example has none."""
+    with that example's `context`, sorted by (example_id, rank): every example has the same number of rows, so its
+    candidates are `group_size(rows)` consecutive rows. source: the candidates file, named in the errors."""
     split = controls[controls["split"] == cfg.split]
     ids = eval_subset(split["example_id"], cfg.subset, seed)
     keep = candidates["example_id"].isin(set(ids)) & (candidates["rank"] < (cfg.candidates or len(candidates)))
@@ -130,8 +134,17 @@ def control_rows(controls: pd.DataFrame, candidates: pd.DataFrame, cfg: SampleCo
     if missing:
         raise PipelineError(f"{source} has no candidates for {len(missing)} {cfg.split} examples (e.g. {missing[0]}): "
                             "rebuild it with `dvc repro retrieve`")
+    counts = cands["example_id"].value_counts()
+    if counts.nunique() > 1:
+        raise PipelineError(f"{source} has {counts.min()} candidates for example {counts.idxmin()} but {counts.max()} "
+                            f"for others: set sample.candidates / edit_candidates to at most {counts.min()}")
     context = dict(zip(split["example_id"], split["context"]))
     return [{**row, "context": context[row["example_id"]]} for row in cands.to_dict("records")]
+
+
+def group_size(rows: Sequence[Mapping]) -> int:
+    """Rows per example of `control_rows` output (its candidates)."""
+    return len(rows) // len({r["example_id"] for r in rows})
 
 
 def overlap(a: str, b: str) -> float:
@@ -236,17 +249,31 @@ def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleCon
     return draws
 
 
-def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: Judges = Judges()) -> list[str]:
-    """One text per row out of draws [num_samples][rows] of the control rows `rows`, kept by `rule` (RERANKS) with the
-    models in `judges` (each called once, on every draw of every row). -> texts [rows]"""
+def pooled(matrix: np.ndarray, group: int) -> np.ndarray:
+    """[draws, rows] -> [group x draws, rows / group]: each column holds every draw of a group of `group` consecutive
+    rows, option o being draw o % draws of the group's row o // draws (the first row's draws first)."""
+    draws, rows = matrix.shape
+    return matrix.reshape(draws, rows // group, group).transpose(2, 0, 1).reshape(group * draws, rows // group)
+
+
+def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: Judges = Judges(),
+           group: int = 1) -> list[tuple[int, int]]:
+    """The text kept by `rule` (RERANKS) with the models in `judges` (each called once, on every draw of every row) out
+    of draws [num_samples][rows] of the control rows `rows`, for each group of `group` consecutive rows (1: each row
+    alone; the candidates of an example: `group_size`) -> (row, draw) of the kept text, per group [rows / group]."""
     judges.check(rule)
-    if rule == "none" or len(draws) == 1:
-        return draws[0]
-    flat, shape = [t for texts in draws for t in texts], (len(draws), len(rows))
+    if len(rows) % group:
+        raise PipelineError(f"{len(rows)} control rows do not split into groups of {group}")
+    n = len(draws)
+    if rule == "none" or n * group == 1:
+        return [(g * group, 0) for g in range(len(rows) // group)]
+    flat, shape = [t for texts in draws for t in texts], (n, len(rows))
+    texts = pooled(np.array(flat, dtype=object).reshape(shape), group)
     nll = judges.fluency_nll(flat).reshape(shape) if rule in ("fluency", "controls", "relevance") else None
-    agreement = judges.agreement(list(rows) * len(draws), flat).reshape(shape) if rule == "controls" else None
-    relevance = judges.relevance(list(rows) * len(draws), flat).reshape(shape) if rule == "relevance" else None
-    return [draws[d][i] for i, d in enumerate(pick(rule, draws, nll, agreement, relevance))]
+    agreement = judges.agreement(list(rows) * n, flat).reshape(shape) if rule == "controls" else None
+    relevance = judges.relevance(list(rows) * n, flat).reshape(shape) if rule == "relevance" else None
+    kept = pick(rule, texts.tolist(), *(None if m is None else pooled(m, group) for m in (nll, agreement, relevance)))
+    return [(g * group + o // n, o % n) for g, o in enumerate(kept)]
 
 
 def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
@@ -254,4 +281,5 @@ def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: Sampl
     """One generated response per control-source row: cfg.num_samples draws (`draw`), one kept by cfg.rerank
     (`rerank`, reading the models in `judges`). -> texts in the order of `rows`."""
     judges.check(cfg.rerank)
-    return rerank(draw(model, vocab, rows, cfg, seed, strength), rows, cfg.rerank, judges)
+    draws = draw(model, vocab, rows, cfg, seed, strength)
+    return [draws[d][i] for i, d in rerank(draws, rows, cfg.rerank, judges)]
