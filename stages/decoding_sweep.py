@@ -8,9 +8,12 @@ Not a stage of the default DAG (an hour on 2 cores for the three modes); run it 
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --reranks none,mbr,fluency,controls
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --steps null,32,16,8
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 1,3,6 --candidates 1,2,3 --reranks relevance
+    python -m stages.decoding_sweep --mode edit --split valid --temperatures 1 --draws 6 --candidates 3 \
+        --reranks relevance --strengths 0.2,0.25,0.3
 Columns and method: pipeline/diffusion/decoding_sweep.py; the table: docs/diffusion.md.
 """
 import dataclasses
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +24,7 @@ from pipeline.diffusion.checkpoint import load_model
 from pipeline.diffusion.decoding_sweep import WORD, sweep_decoding
 from pipeline.diffusion.generate import SampleConfig, control_rows, group_size
 from pipeline.errors import PipelineError
+from pipeline.frames import FrameTagger
 from pipeline.io import atomic_path, read_frame
 from pipeline.judges import ControlAgreement, context_relevance
 from pipeline.metrics.diversity import distinct_n
@@ -29,6 +33,7 @@ from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES
 from pipeline.seeding import seed_everything
+from pipeline.segment import segment_texts
 from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
@@ -55,9 +60,12 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
                                               "(default: sample.steps)"),
          candidates: str = typer.Option("1", help="comma-separated numbers of candidates per example whose draws "
                                                   "compete (at most retrieve.k)"),
+         strengths: str = typer.Option(None, help="mode edit: comma-separated edit strengths (default: "
+                                                  "sample.edit_strength)"),
          split: str = typer.Option(None, help="train | valid | test (default: sample.split); choose rules on valid"),
          controls: str = "data/signals/controls.parquet", dialogues: str = "data/prepared/dialogues.parquet",
-         model: str = "models/diffusion", taggers: str = "models/taggers", out: str = "plots/decoding_sweep.csv",
+         model: str = "models/diffusion", taggers: str = "models/taggers", framenet: str = "data/raw/framenet",
+         frames_model: str = "models/frames", out: str = "plots/decoding_sweep.csv",
          params: str = "params.yaml") -> None:
     if mode not in SOURCES:
         raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(SOURCES)}")
@@ -66,6 +74,8 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     if min(temps) < 0 or min(counts) < 1 or min(cands) < 1 or any(s is not None and s < 1 for s in step_counts or []):
         raise PipelineError(f"--temperatures {temperatures} --draws {draws} --candidates {candidates} --steps {steps}: "
                             "temperatures >= 0, draws and candidates >= 1, steps >= 1 or null")
+    if strengths is not None and mode != "edit":
+        raise PipelineError("--strengths applies to mode edit only (the other modes start from noise, strength 1)")
     p = load_params(params)
     cfg, seed = section(p, "sample", SampleConfig), value(p, "seed", int)
     cfg = dataclasses.replace(cfg, split=split or cfg.split)
@@ -78,10 +88,14 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     gold = read_frame(dialogues, DIALOGUES, stage="prepare").set_index("example_id")["response"]
     gold = list(gold.loc[[r["example_id"] for r in rows]])
     fluency_nll, bertscore = FluencyScorer.load().nll, BertScore()
-    table = sweep_decoding(net, vocab, rows, gold, cfg, seed, temps, counts,
-                           cfg.edit_strength if mode == "edit" else 1.0, fluency_nll, bertscore, rules,
-                           ControlAgreement.load(taggers, section(p, "tag", TagParams).cm_threshold), step_counts,
-                           context_relevance, cands, group_size(rows))
+    frame_tagger = FrameTagger.load(framenet, frames_model)
+    judge = ControlAgreement.load(taggers, section(p, "tag", TagParams).cm_threshold)
+    table = [dict(row, strength=strength)
+             for strength in (numbers(strengths, float) if strengths else
+                              [cfg.edit_strength if mode == "edit" else 1.0])
+             for row in sweep_decoding(net, vocab, rows, gold, cfg, seed, temps, counts, strength, fluency_nll,
+                                       bertscore, rules, judge, step_counts, context_relevance, cands,
+                                       group_size(rows), lambda texts: frame_tagger.tag(segment_texts(texts), texts))]
     first = [i for i, r in enumerate(rows) if r["rank"] == 0]
     log(f"[decoding_sweep] reference on these {len(first)} {cfg.split} examples: gold fluency_ppl_smollm2 "
         f"{fluency_ppl(fluency_nll([gold[i] for i in first])):.1f}, dist2 "
@@ -90,9 +104,11 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
         f"{float(bertscore([rows[i]['cand_response'] for i in first], [gold[i] for i in first]).mean()):.4f}")
     new = pd.DataFrame(table).assign(mode=mode, split=cfg.split, examples=len(first))
     old = pd.read_csv(out) if Path(out).exists() else pd.DataFrame(columns=new.columns)
-    old = old.assign(candidates=old.get("candidates", 1))  # rows from before the candidates column: one each
+    old = old.assign(candidates=old.get("candidates", 1),  # rows from before these columns: one candidate each,
+                     strength=old.get("strength", math.nan))  # strength not recorded
     replaced = ((old["mode"] == mode) & (old["split"] == cfg.split) & old["temperature"].isin(temps)
-                & old["rerank"].isin(rules) & old["steps"].isin(new["steps"]) & old["candidates"].isin(cands))
+                & old["rerank"].isin(rules) & old["steps"].isin(new["steps"]) & old["candidates"].isin(cands)
+                & old["strength"].isin(new["strength"]))
     merged = pd.concat([old[~replaced], new], ignore_index=True)[["mode", "split", "examples", *table[0]]]
     with atomic_path(out, ".csv") as tmp:
         merged.to_csv(tmp, index=False)

@@ -95,13 +95,21 @@ def test_decoding_sweep_scores_each_rule_with_the_judge_of_the_controls_rule():
     nll = lambda texts: np.array([math.log(1 + len(t)) for t in texts])
     table = sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[3],
                            strength=1.0, fluency_nll=nll, bertscore=lambda c, r: np.array([len(t) for t in c]),
-                           reranks=("none", "controls"), judge=EvenJudge())
+                           reranks=("none", "controls"), judge=EvenJudge(),
+                           frames=lambda texts: [["Emotion"] * len(t.split()) for t in texts])
     texts = draw(model, vocab, rows, cfg, seed=3)
     first, best = texts[0], [min(column, key=lambda t: (len(t) % 2, len(t))) for column in zip(*texts)]
     for row, kept in zip(table, (first, best)):
         share = 100 * np.mean([len(t) % 2 == 0 for t in kept])
         assert row["acc_cm"] == pytest.approx(share, abs=0.01) and row["acc_it"] == pytest.approx(share, abs=0.01)
         assert row["bertscore_f1_minilm"] == round(float(np.mean([len(t) for t in kept])), 4)
+        # F1-SF: every word of a kept text tagged "Emotion", against the rows' "Emotion" on every 3rd word
+        tagged, control = sum(len(t.split()) for t in kept), sum(1 for r in rows for f in r["sf"] if f == "Emotion")
+        overlap = sum(min(len(t.split()), sum(f == "Emotion" for f in r["sf"])) for t, r in zip(kept, rows))
+        assert row["f1_sf"] == round(100 * 2 * overlap / (tagged + control), 2)
+    assert math.isnan(sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0],
+                                     draws=[1], strength=1.0, fluency_nll=nll,
+                                     bertscore=lambda c, r: np.zeros(len(c)))[0]["f1_sf"])  # no tagger, no F1-SF
     with pytest.raises(PipelineError, match="controls needs a judge"):
         sweep_decoding(model, vocab, rows, ["gold"] * len(rows), cfg, seed=3, temperatures=[0.0], draws=[3],
                        strength=1.0, fluency_nll=nll, bertscore=None, reranks=("controls",))

@@ -12,6 +12,7 @@ of the first c candidates of each example (`generate.pick` on `generate.pooled` 
   spaCy words: compare the rows with each other, not with the README table);
 - acc_cm, acc_it: the score stage's ACC-CM and ACC-IT against the rows' controls (with a control judge; the controls
   rule's own judges);
+- f1_sf: the score stage's F1-SF against the rows' SF controls (with a frame tagger);
 - sample_seconds: the sampling time of n draws (the max(draws) run, scaled by n / max(draws)).
 Greedy unmasking (temperature 0, masked family) draws the same text every time: it is run once, n = 1.
 """
@@ -28,7 +29,7 @@ from pipeline.diffusion.generate import RERANKS, ContextRelevance, FluencyNLL, S
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.judges import ControlAgreement, agreement
-from pipeline.metrics.control import cm_accuracy, ratio
+from pipeline.metrics.control import cm_accuracy, f1, ratio, sf_overlap
 from pipeline.metrics.diversity import distinct_n
 from pipeline.metrics.relevance import fluency_ppl
 
@@ -40,14 +41,16 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
                    fluency_nll: FluencyNLL, bertscore: Callable[[list[str], list[str]], np.ndarray],
                    reranks: Sequence[str] = ("fluency",), judge: ControlAgreement | None = None,
                    steps: Sequence[int | None] | None = None, relevance: ContextRelevance | None = None,
-                   candidates: Sequence[int] = (1,), per_example: int = 1) -> list[dict]:
+                   candidates: Sequence[int] = (1,), per_example: int = 1,
+                   frames: Callable[[list[str]], list[list[str]]] | None = None) -> list[dict]:
     """rows: control-source rows (generate.control_rows), `per_example` consecutive rows per example (its candidates,
     best first); gold: the reference response of each row's example; judge: re-tags the draws (needed by rule
     controls; without it acc_cm / acc_it are NaN); steps: the sampler step counts (default: cfg.steps alone);
     relevance: of a draw to its context (needed by rule relevance); candidates: how many of each example's rows
-    compete (each at most per_example). -> one dict per (steps, temperature, candidates, n, rule): steps, temperature,
-    candidates, draws, rerank, fluency_ppl_smollm2, bertscore_f1_minilm, dist2, acc_cm, acc_it, sample_seconds (of
-    the draws of the rows that compete)."""
+    compete (each at most per_example); frames: texts -> one SF label per word of each (the score stage's tagger;
+    without it f1_sf is NaN). -> one dict per (steps, temperature, candidates, n, rule): steps, temperature,
+    candidates, draws, rerank, fluency_ppl_smollm2, bertscore_f1_minilm, dist2, acc_cm, acc_it, f1_sf,
+    sample_seconds (of the draws of the rows that compete)."""
     unknown = [r for r in reranks if r not in RERANKS]
     if unknown or ("controls" in reranks and judge is None) or ("relevance" in reranks and relevance is None):
         raise PipelineError(f"reranks {', '.join(reranks)}: use rules of {', '.join(RERANKS)}; controls needs a judge, "
@@ -79,11 +82,14 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
             else:
                 acc_cm = acc_it = float("nan")
             kept_texts = [texts[d][i] for i, d in kept]
+            f1_sf = (f1(*np.sum([sf_overlap(tagged, list(rows[i]["sf"]))
+                                 for tagged, (i, _) in zip(frames(kept_texts), kept)], axis=0))
+                     if frames else float("nan"))
             table.append({
                 "steps": n_steps, "temperature": temperature, "candidates": c, "draws": n, "rerank": rule,
                 "fluency_ppl_smollm2": round(fluency_ppl(np.array([nll[d, i] for i, d in kept])), 1),
                 "bertscore_f1_minilm": round(float(bertscore(kept_texts, [gold[i] for i, _ in kept]).mean()), 4),
                 "dist2": round(distinct_n([WORD.findall(t.lower()) for t in kept_texts], 2), 2),
-                "acc_cm": round(acc_cm, 2), "acc_it": round(acc_it, 2),
+                "acc_cm": round(acc_cm, 2), "acc_it": round(acc_it, 2), "f1_sf": round(f1_sf, 2),
                 "sample_seconds": round(seconds * n / most * c / per_example, 1)})
     return table
