@@ -7,7 +7,8 @@ oracle: data/retrieval/oracle.parquet (the gold response's own controls), from n
 `sample.edit_candidates` retrieved candidates, each generation starting from the candidate's own response at
 `sample.edit_strength` (retrieve-and-edit).
 `sample.subset` test examples (seeded; null = all) are sampled, the same ones in every mode. Each candidate gets
-`sample.num_samples` draws, and `sample.rerank` keeps one of all the draws of an example's candidates by the models of
+`sample.num_samples` draws, and `sample.rerank` keeps one of all the draws of an example's candidates (those whose
+whole response fits the model's `max_len`, when one does) by the models of
 `pipeline.judges` (SmolLM2, the fluency metric's own model; MiniLM, the encoder under BERTScore; the taggers that score
 ACC-CM and ACC-IT): say so next to its figures.
 """
@@ -20,7 +21,7 @@ import typer
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
 from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.generate import SampleConfig, control_rows, draw, group_size, rerank
+from pipeline.diffusion.generate import SampleConfig, complete, control_rows, draw, group_size, rerank
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
 from pipeline.judges import load_judges
@@ -52,7 +53,7 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit")
                         read_frame(candidates, CANDIDATES, stage="retrieve"), cfg, seed, candidates)
     judges = load_judges(cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
     draws = draw(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0)
-    kept = rerank(draws, rows, cfg.rerank, judges, group_size(rows))  # (row, draw) per example
+    kept = rerank(draws, rows, cfg.rerank, judges, group_size(rows), complete(rows, vocab, net.cfg))  # (row, draw)
     write_frame(out, pd.DataFrame({
         "example_id": [rows[i]["example_id"] for i, _ in kept], "rank": [rows[i]["rank"] for i, _ in kept],
         "control_sequence": [control_sequence(rows[i], net.cfg.signals) for i, _ in kept],

@@ -1,4 +1,5 @@
 """The masked (absorbing-state) family: the forward process, the loss, the unmasking schedule and sampler."""
+import dataclasses
 import math
 
 import numpy as np
@@ -234,6 +235,27 @@ def test_the_draws_of_an_examples_candidates_compete_in_one_rerank():
     assert rerank([draws[0]], rows, "fluency", judges, group=2) == [(1, 0), (2, 0)]  # one draw: candidates still compete
     with pytest.raises(PipelineError, match="groups of 3"):
         rerank(draws, rows, "fluency", judges, group=3)
+    # a row whose response was cut (whole False) loses to any whole row of its group; a group with none whole keeps all
+    whole = np.array([True, False, False, False])
+    assert rerank(draws, rows, "fluency", judges, group=2, whole=whole) == [(0, 1), (2, 0)]  # a: "aaa", not "aa"
+    assert rerank(draws, rows, "none", judges, group=2, whole=[False, True, True, True]) == [(1, 0), (2, 0)]
+    mbr = rerank([["x y", "x y", "q", "q"], ["x y", "x y z", "q", "q"]], rows, "mbr", judges, group=2,
+                 whole=[False, True, True, True])  # a: only row 1's draws compete
+    assert mbr[0][0] == 1
+
+
+def test_complete_says_which_responses_fit_max_len(vocab):
+    from pipeline.diffusion.generate import complete
+
+    rows = [dict(r, context=["hello"]) for r in ROWS]
+    n_sub = [len(r["subword_word"]) for r in rows]
+    assert complete(rows, vocab, CFG).all()
+    # controls + response + separators of the longest row: 2 SEP + 3 CM + its sentences + words + subwords + END
+    longest = max(range(len(rows)), key=lambda i: n_sub[i])
+    r = rows[longest]
+    need = 2 + 3 + len(r["intents"]) + len(r["words"]) + n_sub[longest] + 1
+    assert complete(rows, vocab, dataclasses.replace(CFG, max_len=need))[longest]
+    assert not complete(rows, vocab, dataclasses.replace(CFG, max_len=need - 1))[longest]
 
 
 def test_agreement_by_hand():

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from pipeline.diffusion.generate import RERANKS, ContextRelevance, FluencyNLL, SampleConfig, draw, pick, pooled
+from pipeline.diffusion.generate import (RERANKS, ContextRelevance, FluencyNLL, SampleConfig, complete, draw,
+                                         eligible_options, pick, pooled)
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.judges import ControlAgreement, agreement
@@ -57,7 +58,7 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
                             "relevance a relevance scorer")
     if len(rows) % per_example or not all(1 <= c <= per_example for c in candidates):
         raise PipelineError(f"candidates {list(candidates)}: each from 1 to the {per_example} rows per example")
-    table = []
+    table, whole = [], complete(rows, vocab, model.cfg)  # as stage sample: a cut row's draws only when none is whole
     for n_steps, temperature in itertools.product([cfg.steps] if steps is None else steps, temperatures):
         most = max(draws) if temperature > 0 or model.cfg.family == "continuous" else 1
         start = time.perf_counter()
@@ -73,7 +74,8 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
             rows_c = np.array([i for i in range(len(rows)) if i % per_example < c])  # the first c of each example
             column = lambda m: None if m is None else pooled(np.asarray(m)[:n][:, rows_c], c)
             options = pick(rule, column(np.array(texts, dtype=object)).tolist(), column(nll), column(agree),
-                           column(related))  # [examples]: option o = draw o % n of the example's row o // n
+                           column(related), eligible_options(whole[rows_c], n, c))
+            # [examples]: option o = draw o % n of the example's row o // n
             kept = [(rows_c[g * c + o // n], o % n) for g, o in enumerate(options)]  # (row, draw)
             if checks:
                 cm_ok = np.stack([checks[d][0][i] for i, d in kept])  # [examples, 3]

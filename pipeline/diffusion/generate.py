@@ -12,7 +12,7 @@ rows (the candidates of one example: their draws compete together), are reranked
 - controls: the draw whose re-tagged CM and intents agree best with the controls it was given (the taggers of stage
   `score`, `pipeline.judges.ControlAgreement`), the most fluent of those on ties;
 - relevance: the draw that is both fluent and about the context: the highest z(-NLL) + RELEVANCE_WEIGHT x
-  z(relevance) over the row's draws, relevance being the cosine of the draw's and the context's sentence embeddings
+  z(relevance) over the draws that compete, relevance being the cosine of the draw's and the context's sentence embeddings
   (stage `sample` uses MiniLM, `pipeline.judges.ContextRelevance`).
 The caller supplies the models a rule reads (`Judges`; `pipeline.judges.load_judges` loads them), so this module
 imports no tagger or language model.
@@ -28,7 +28,7 @@ import torch
 
 from torch import nn
 
-from pipeline.diffusion.inputs import collate, encode_rows
+from pipeline.diffusion.inputs import Role, collate, encode_rows
 from pipeline.diffusion.sampler import decode, sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
@@ -204,14 +204,20 @@ def relevance_pick(nll: np.ndarray, relevance: np.ndarray, weight: float = RELEV
 
 
 def pick(rule: str, draws: list[list[str]], nll: np.ndarray | None = None, agreement: np.ndarray | None = None,
-         relevance: np.ndarray | None = None) -> np.ndarray:
+         relevance: np.ndarray | None = None, eligible: np.ndarray | None = None) -> np.ndarray:
     """The draw kept for each row by `rule` (RERANKS) -> indices [rows]. draws: texts [draws][rows]; nll: their mean NLL
     per token [draws, rows] (rules fluency, controls, relevance); agreement: with their controls [draws, rows] (rule
-    controls); relevance: to their context [draws, rows] (rule relevance)."""
+    controls); relevance: to their context [draws, rows] (rule relevance); eligible: bool [draws, rows], at least one
+    per row (default: all): a rule keeps an ineligible draw only when no eligible one has a text."""
+    if eligible is None:
+        eligible = np.ones((len(draws), len(draws[0])), dtype=bool)
+    nll = None if nll is None else np.where(eligible, nll, np.nan)  # scored as an empty draw
+    agreement = None if agreement is None else np.where(eligible, agreement, -np.inf)
     if rule == "none":
-        return np.zeros(len(draws[0]), dtype=int)
+        return eligible.argmax(axis=0)
     if rule == "mbr":
-        return np.array([mbr_pick([texts[i] for texts in draws]) for i in range(len(draws[0]))], dtype=int)
+        options = [np.flatnonzero(column) for column in eligible.T]
+        return np.array([o[mbr_pick([draws[d][i] for d in o])] for i, o in enumerate(options)], dtype=int)
     if rule == "fluency":
         return fluency_pick(nll)
     if rule == "controls":
@@ -219,6 +225,13 @@ def pick(rule: str, draws: list[list[str]], nll: np.ndarray | None = None, agree
     if rule == "relevance":
         return relevance_pick(nll, relevance)
     raise PipelineError(f"unknown sample.rerank {rule!r}: use one of {', '.join(RERANKS)}")
+
+
+def complete(rows: Sequence[Mapping], vocab: Vocab, cfg) -> np.ndarray:
+    """Whether the model's input holds each control row's whole response -> bool [rows]. A response too long for
+    cfg.max_len (a ModelConfig) loses words from its end (inputs.encode_example), so its generations stop mid-way."""
+    return np.array([sum(r == Role.RESPONSE for r in example.role) - 1 == len(row["subword_word"])  # minus END
+                     for example, row in zip(encode_rows(rows, vocab, cfg, gold=False), rows)])
 
 
 def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
@@ -256,23 +269,33 @@ def pooled(matrix: np.ndarray, group: int) -> np.ndarray:
     return matrix.reshape(draws, rows // group, group).transpose(2, 0, 1).reshape(group * draws, rows // group)
 
 
+def eligible_options(whole: np.ndarray, draws: int, group: int) -> np.ndarray:
+    """whole: bool [rows] (`complete`) -> bool [group x draws, rows / group], the `pooled` options a rerank may keep:
+    the draws of the whole rows of each group of `group` consecutive rows, or all its draws when none is whole."""
+    eligible = pooled(np.tile(np.asarray(whole, dtype=bool), (draws, 1)), group)
+    return eligible | ~eligible.any(axis=0)
+
+
 def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: Judges = Judges(),
-           group: int = 1) -> list[tuple[int, int]]:
+           group: int = 1, whole: np.ndarray | None = None) -> list[tuple[int, int]]:
     """The text kept by `rule` (RERANKS) with the models in `judges` (each called once, on every draw of every row) out
     of draws [num_samples][rows] of the control rows `rows`, for each group of `group` consecutive rows (1: each row
-    alone; the candidates of an example: `group_size`) -> (row, draw) of the kept text, per group [rows / group]."""
+    alone; the candidates of an example: `group_size`) -> (row, draw) of the kept text, per group [rows / group].
+    whole: bool [rows] (`complete`): in a group with a whole row, the draws of cut rows are not kept."""
     judges.check(rule)
     if len(rows) % group:
         raise PipelineError(f"{len(rows)} control rows do not split into groups of {group}")
     n = len(draws)
+    eligible = eligible_options(np.ones(len(rows), dtype=bool) if whole is None else whole, n, group)
     if rule == "none" or n * group == 1:
-        return [(g * group, 0) for g in range(len(rows) // group)]
+        return [(g * group + o // n, o % n) for g, o in enumerate(eligible.argmax(axis=0))]
     flat, shape = [t for texts in draws for t in texts], (n, len(rows))
     texts = pooled(np.array(flat, dtype=object).reshape(shape), group)
     nll = judges.fluency_nll(flat).reshape(shape) if rule in ("fluency", "controls", "relevance") else None
     agreement = judges.agreement(list(rows) * n, flat).reshape(shape) if rule == "controls" else None
     relevance = judges.relevance(list(rows) * n, flat).reshape(shape) if rule == "relevance" else None
-    kept = pick(rule, texts.tolist(), *(None if m is None else pooled(m, group) for m in (nll, agreement, relevance)))
+    kept = pick(rule, texts.tolist(), *(None if m is None else pooled(m, group) for m in (nll, agreement, relevance)),
+                eligible)
     return [(g * group + o // n, o % n) for g, o in enumerate(kept)]
 
 
