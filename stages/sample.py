@@ -12,8 +12,6 @@ whole response fits the model's `max_len`, when one does) by the models of
 `pipeline.judges` (SmolLM2, the fluency metric's own model; MiniLM, the encoder under BERTScore; the taggers that score
 ACC-CM and ACC-IT): say so next to its figures.
 """
-import dataclasses
-
 import pandas as pd
 import torch
 import typer
@@ -45,7 +43,7 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit")
     p = load_params(params)
     cfg, seed = section(p, "sample", SampleConfig), value(p, "seed", int)
     if mode == "edit":
-        cfg = dataclasses.replace(cfg, candidates=cfg.edit_candidates)
+        cfg = cfg.for_edit()
     seed_everything(seed)
     net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
 

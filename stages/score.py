@@ -2,7 +2,6 @@
 diffusemp_edit on the sampled examples -> metrics/scores.json (one entry per system), data/scores/per_example.parquet,
 plots/cm.csv (Figure 4 data). retrieval_reranked reruns `sample.rerank` on the own responses of the candidates the edit
 mode generates from (`sample.edit_candidates`; its judges: pipeline.judges)."""
-import dataclasses
 import functools
 
 import typer
@@ -38,8 +37,8 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", controls: str = "da
     threshold = section(all_params, "tag", TagParams).cm_threshold
     control_table, candidate_table = (read_frame(controls, CONTROLS, stage="controls"),
                                       read_frame(candidates, CANDIDATES, stage="retrieve"))
-    rows = control_rows(control_table, candidate_table, dataclasses.replace(sampling, candidates=sampling.edit_candidates),
-                        value(all_params, "seed", int), candidates)  # the candidates the edit mode generates from
+    rows = control_rows(control_table, candidate_table, sampling.for_edit(), value(all_params, "seed", int),
+                        candidates)  # the candidates the edit mode generates from
     reranked = reranked_sources(rows, sampling.rerank, load_judges(sampling.rerank, taggers, threshold))
     systems = assemble_systems(
         read_frame(dialogues, DIALOGUES, stage="prepare"), control_table, candidate_table,

@@ -4,7 +4,7 @@ candidates per example, at which temperature, kept by which rerank rule.
 For each step count and temperature: max(draws) seeded draws of every control row (`generate.draw`: draw j is seeded
 with seed + j, so the first n draws are exactly those of `sample.num_samples = n`), each text scored once by the
 rerankers' models; for each c in candidates, n in draws and rule in reranks, the rule's choice among the first n draws
-of the first c candidates of each example (`generate.pick` on `generate.pooled` columns, as `sample.rerank` with
+of the first c candidates of each example (`generate.pick_pooled`, as `sample.rerank` with
 `sample.candidates = c`) is kept and the kept texts are scored:
 - fluency_ppl_smollm2: the score stage's metric (the fluency and controls rules' own model: they optimise it);
 - bertscore_f1_minilm: the score stage's BERTScore against the gold response (mean over rows);
@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from pipeline.diffusion.generate import (RERANKS, ContextRelevance, FluencyNLL, SampleConfig, complete, draw,
-                                         eligible_options, pick, pooled)
+                                         pick_pooled)
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.judges import ControlAgreement, agreement
@@ -66,17 +66,16 @@ def sweep_decoding(model: nn.Module, vocab: Vocab, rows: Sequence[dict], gold: S
                                                              num_samples=most), seed, strength)  # [most][rows]
         seconds = time.perf_counter() - start
         flat = [t for d in texts for t in d]  # draw-major; each model below is called once, as in generate.rerank
+        text_matrix = np.array(flat, dtype=object).reshape(most, len(rows))
         nll = fluency_nll(flat).reshape(most, len(rows))  # [most, rows]
         checks = [judge.check(rows, t) for t in texts] if judge else None  # per draw: cm_ok [rows, 3], it [rows, 2]
         agree = np.stack([agreement(*c) for c in checks]) if checks else None  # [most, rows]
         related = relevance(list(rows) * most, flat).reshape(most, len(rows)) if relevance else None  # [most, rows]
         for c, n, rule in itertools.product(candidates, sorted({min(n, most) for n in draws}), reranks):
             rows_c = np.array([i for i in range(len(rows)) if i % per_example < c])  # the first c of each example
-            column = lambda m: None if m is None else pooled(np.asarray(m)[:n][:, rows_c], c)
-            options = pick(rule, column(np.array(texts, dtype=object)).tolist(), column(nll), column(agree),
-                           column(related), eligible_options(whole[rows_c], n, c))
-            # [examples]: option o = draw o % n of the example's row o // n
-            kept = [(rows_c[g * c + o // n], o % n) for g, o in enumerate(options)]  # (row, draw)
+            first_n = lambda m: None if m is None else np.asarray(m)[:n][:, rows_c]  # [n, rows_c]
+            kept = [(rows_c[i], d) for i, d in pick_pooled(rule, first_n(text_matrix), first_n(nll),
+                                                             first_n(agree), first_n(related), c, whole[rows_c])]
             if checks:
                 cm_ok = np.stack([checks[d][0][i] for i, d in kept])  # [examples, 3]
                 it = np.stack([checks[d][1][i] for i, d in kept])  # [examples, 2]

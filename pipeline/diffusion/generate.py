@@ -19,6 +19,7 @@ imports no tagger or language model.
 """
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,6 +108,10 @@ class SampleConfig:
                                 f"{self.num_samples}, candidates={self.candidates}, edit_candidates="
                                 f"{self.edit_candidates} (steps, batch_size, num_samples, candidates, edit_candidates "
                                 ">= 1; temperature >= 0; edit_strength in (0, 1])")
+
+    def for_edit(self) -> "SampleConfig":
+        """The settings of the `edit` mode: its candidates are edit_candidates."""
+        return dataclasses.replace(self, candidates=self.edit_candidates)
 
 
 def eval_subset(example_ids: Sequence[str], n: int | None, seed: int) -> list[str]:
@@ -269,11 +274,17 @@ def pooled(matrix: np.ndarray, group: int) -> np.ndarray:
     return matrix.reshape(draws, rows // group, group).transpose(2, 0, 1).reshape(group * draws, rows // group)
 
 
-def eligible_options(whole: np.ndarray, draws: int, group: int) -> np.ndarray:
-    """whole: bool [rows] (`complete`) -> bool [group x draws, rows / group], the `pooled` options a rerank may keep:
-    the draws of the whole rows of each group of `group` consecutive rows, or all its draws when none is whole."""
-    eligible = pooled(np.tile(np.asarray(whole, dtype=bool), (draws, 1)), group)
-    return eligible | ~eligible.any(axis=0)
+def pick_pooled(rule: str, texts: np.ndarray, nll: np.ndarray | None, agreement: np.ndarray | None,
+                relevance: np.ndarray | None, group: int, whole: np.ndarray) -> list[tuple[int, int]]:
+    """texts: object [draws, rows]; nll / agreement / relevance: [draws, rows] as `pick` reads them (None: not read);
+    whole: bool [rows] (`complete`) -> for each group of `group` consecutive rows, the (row, draw) that `rule` keeps
+    among all the group's draws, those of a row that is not whole only when no row of the group is."""
+    n = texts.shape[0]
+    eligible = pooled(np.tile(np.asarray(whole, dtype=bool), (n, 1)), group)  # [group x n, rows / group]
+    eligible |= ~eligible.any(axis=0)
+    kept = pick(rule, pooled(texts, group).tolist(),
+                *(None if m is None else pooled(m, group) for m in (nll, agreement, relevance)), eligible)
+    return [(g * group + o // n, o % n) for g, o in enumerate(kept)]
 
 
 def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: Judges = Judges(),
@@ -285,18 +296,16 @@ def rerank(draws: list[list[str]], rows: Sequence[Mapping], rule: str, judges: J
     judges.check(rule)
     if len(rows) % group:
         raise PipelineError(f"{len(rows)} control rows do not split into groups of {group}")
-    n = len(draws)
-    eligible = eligible_options(np.ones(len(rows), dtype=bool) if whole is None else whole, n, group)
+    n, shape = len(draws), (len(draws), len(rows))
+    texts = np.array([t for d in draws for t in d], dtype=object).reshape(shape)
+    whole = np.ones(len(rows), dtype=bool) if whole is None else whole
     if rule == "none" or n * group == 1:
-        return [(g * group + o // n, o % n) for g, o in enumerate(eligible.argmax(axis=0))]
-    flat, shape = [t for texts in draws for t in texts], (n, len(rows))
-    texts = pooled(np.array(flat, dtype=object).reshape(shape), group)
+        return pick_pooled("none", texts, None, None, None, group, whole)
+    flat = texts.ravel().tolist()  # draw-major
     nll = judges.fluency_nll(flat).reshape(shape) if rule in ("fluency", "controls", "relevance") else None
     agreement = judges.agreement(list(rows) * n, flat).reshape(shape) if rule == "controls" else None
     relevance = judges.relevance(list(rows) * n, flat).reshape(shape) if rule == "relevance" else None
-    kept = pick(rule, texts.tolist(), *(None if m is None else pooled(m, group) for m in (nll, agreement, relevance)),
-                eligible)
-    return [(g * group + o // n, o % n) for g, o in enumerate(kept)]
+    return pick_pooled(rule, texts, nll, agreement, relevance, group, whole)
 
 
 def generate(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig, seed: int,
