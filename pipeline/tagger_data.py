@@ -5,7 +5,8 @@ train/valid/test and one label column per head of the tagger (pipeline.taggers.T
   if its level > 0; duplicate pairs dropped, then one 80/10/10 split for all three, stratified on the three labels
   together and drawn from the seed (EPITOME has no official split).
 - intent: EmpatheticIntents `lexically_extended_intent_data` (official train/validation/test), 9 classes, text only.
-- emotion: ED dialogue contexts (`context_text`, situation-free) with the conversation's emotion, ED's own split.
+- emotion: ED dialogue contexts (`context_text`, situation-free) with the conversation's emotion, ED's own split;
+  `with_situations` adds the situation descriptions of ED's training conversations to the training split only.
 `context` is None for the text-only taggers.
 """
 from pathlib import Path
@@ -112,3 +113,13 @@ def emotion_task(dialogues: pd.DataFrame) -> dict[str, pd.DataFrame]:
                          "text": [context_text(c) for c in dialogues["context"]], "emotion": dialogues["emotion"]})
     data = data.drop_duplicates(["split", "text", "emotion"])
     return {s: data[data["split"] == s].drop(columns="split").reset_index(drop=True) for s in SPLITS}
+
+
+def with_situations(splits: dict[str, pd.DataFrame], dialogues: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """emotion_task's splits with the distinct non-empty situation descriptions of ED's training conversations (each
+    with its conversation's emotion, context None) appended to the training split; valid and test stay contexts, so
+    held-out scores still measure the context-only task. dialogues: schema DIALOGUES."""
+    train = dialogues[dialogues["split"] == "train"]
+    situations = pd.DataFrame({"context": None, "text": train["situation"].str.strip(), "emotion": train["emotion"]})
+    situations = situations[situations["text"] != ""].drop_duplicates(["text", "emotion"])
+    return {**splits, "train": pd.concat([splits["train"], situations], ignore_index=True)}

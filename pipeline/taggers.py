@@ -48,6 +48,7 @@ class TaggerParams:
     max_iter: int
     class_weight: Literal["balanced", None]
     finetune: bool
+    emotion_situations: bool
     lr: float
     weight_decay: float
     epochs: int

@@ -21,7 +21,7 @@ from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.schemas import DIALOGUES
 from pipeline.seeding import seed_everything
-from pipeline.tagger_data import cm_task, emotion_task, intent_task
+from pipeline.tagger_data import cm_task, emotion_task, intent_task, with_situations
 from pipeline.taggers import TAGGERS, TaggerParams, train_frozen
 
 app = typer.Typer(add_completion=False)
@@ -50,7 +50,8 @@ def main(name: str = typer.Option(..., help=f"one of {', '.join(TAGGERS)}"),
     seed_everything(seed)
     encoder = {"name": ENCODER_NAME, "max_seq_length": enc.max_seq_length, "frozen": True}
     if name == "emotion":  # ED contexts: already in the shared store, encoded with the same settings
-        splits = emotion_task(read_frame(dialogues, DIALOGUES, stage="prepare"))
+        ed = read_frame(dialogues, DIALOGUES, stage="prepare")
+        splits = emotion_task(ed)
         embed = EmbeddingStore(embeddings).lookup
     else:  # EPITOME / EmpatheticIntents texts are not ED texts: encode them here
         splits = intent_task(intents) if name == "intent" else cm_task(epitome, seed)
@@ -59,6 +60,9 @@ def main(name: str = typer.Option(..., help=f"one of {', '.join(TAGGERS)}"),
     report = {"tagger": name, "used": "frozen", "n_train": len(splits["train"]), "frozen": frozen}
     costs = {"threads": torch.get_num_threads(), "frozen": cost}
     if cfg.finetune:
+        if name == "emotion" and cfg.emotion_situations:  # the frozen variant stays on the stored contexts alone
+            splits = with_situations(splits, ed)
+            report["n_train_finetuned"] = len(splits["train"])
         (tagger, report["finetuned"]), cost = timed(train_finetuned, name, splits, cfg, encoder, seed)
         report["used"] = "finetuned"
         seen = report["finetuned"]["examples_seen"]  # per second of the whole fine-tune, valid and test included

