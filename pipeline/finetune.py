@@ -8,7 +8,7 @@ Input, one WordPiece sequence per example (pipeline.models.wordpiece_tokenizer):
 Model: BertModel -> mean of the last hidden states over the real tokens (the pooling MiniLM was trained with) ->
 dropout (the encoder's) -> one nn.Linear per head.
 Training (params.yaml `train_taggers`): AdamW, linear warm-up then linear decay to 0 over all `epochs`, cross-entropy
-summed over the heads, bfloat16 autocast when `bf16`, gradient norm clipped at GRAD_CLIP. After every epoch the valid
+summed over the heads, bfloat16 autocast as `bf16` decides (pipeline.precision.use_bf16), gradient norm clipped at GRAD_CLIP. After every epoch the valid
 split's macro-F1 (mean over heads) is measured; the best epoch's weights are kept and `patience` epochs without a
 better one stop training. Batches hold examples of similar length, padded to their longest only.
 """
@@ -25,6 +25,7 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.models import minilm_path, wordpiece_tokenizer
+from pipeline.precision import precision_report, use_bf16
 from pipeline.progress import log, progress
 from pipeline.seeding import seed_everything
 from pipeline.taggers import HEADS, TAGGERS, Tagger, TaggerParams, scores
@@ -137,6 +138,7 @@ class FinetunedTagger(Tagger):
         super().__init__(name, encoder, hparams)
         self.model = model.eval()
         self.tokenizer = wordpiece_tokenizer()
+        self.bf16 = use_bf16(hparams["bf16"], "cpu")  # decided where the tagger runs, not where it was trained
 
     def tokenize(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tokens:
         return tokenize(self.tokenizer, texts, contexts, self.hparams["max_text_tokens"],
@@ -154,7 +156,7 @@ class FinetunedTagger(Tagger):
         batches = [order[i:i + PREDICT_BATCH] for i in range(0, n, PREDICT_BATCH)]
         training = self.model.training
         self.model.eval()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.hparams["bf16"]):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             for idx in progress(batches, desc=f"{self.name} tagger ({n} inputs)"):
                 for h, logits in self.model(*collate(tokens, idx)).items():
                     out[h][idx] = logits.float().softmax(-1).numpy()
@@ -223,7 +225,7 @@ def train_finetuned(name: str, splits: dict[str, pd.DataFrame], cfg: TaggerParam
         losses = []
         batches = length_batches(idx, lengths, cfg.batch_size, rng)
         for batch in progress(batches, desc=f"{name} fine-tune epoch {epoch}"):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tagger.bf16):
                 logits = model(*collate(tokens["train"], batch))
             loss = sum(F.cross_entropy(logits[h].float(), torch.from_numpy(y["train"][h][batch])) for h in spec.heads)
             loss.backward()
@@ -247,6 +249,6 @@ def train_finetuned(name: str, splits: dict[str, pd.DataFrame], cfg: TaggerParam
     heads = {h: {split: scores(np.asarray(splits[split][h]), np.asarray(HEADS[h], dtype=object)[probs[h].argmax(1)],
                                HEADS[h])
                  for split, probs in (("valid", valid_probs), ("test", test_probs))} for h in spec.heads}
-    metrics = {"hparams": hparams, "examples_seen": len(history) * epoch_size, "epochs": history,
-               "best_epoch": best_epoch, "heads": heads}
+    metrics = {"hparams": hparams, "precision": precision_report(tagger.bf16, "cpu"),
+               "examples_seen": len(history) * epoch_size, "epochs": history, "best_epoch": best_epoch, "heads": heads}
     return tagger, metrics

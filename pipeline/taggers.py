@@ -33,6 +33,7 @@ from pipeline.errors import PipelineError, missing_artifact
 from pipeline.io import atomic_path, write_json
 from pipeline.labels import EMOTIONS, INTENTS
 from pipeline.models import ENCODER_NAME
+from pipeline.precision import Bf16
 from pipeline.progress import log
 from pipeline.tagger_data import CM_LABELS
 
@@ -58,7 +59,7 @@ class TaggerParams:
     patience: int
     max_context_tokens: int
     max_text_tokens: int
-    bf16: bool
+    bf16: Bf16
 
     def __post_init__(self):
         problems = [f"{key}={getattr(self, key)} must be positive"
@@ -115,6 +116,7 @@ class Tagger:
     """A trained tagger of either variant. Subclasses set `variant` and implement predict_proba, save and load."""
 
     variant: str
+    bf16 = False  # whether it predicts under bfloat16 autocast (the frozen variant: float32 embeddings, sklearn heads)
 
     def __init__(self, name: str, encoder: dict, hparams: dict):
         if name not in TAGGERS:

@@ -10,6 +10,7 @@ from pipeline.cli import guard
 from pipeline.embeddings import EmbeddingStore, align_segments
 from pipeline.io import read_frame, read_json, write_frame, write_json
 from pipeline.params import load_params, section
+from pipeline.precision import cpu_capability, native_bf16, precision_name
 from pipeline.progress import log
 from pipeline.schemas import DIALOGUES, SEGMENTS, TAGS
 from pipeline.taggers import PAPER, TAGGERS
@@ -41,9 +42,11 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", segments: str = "da
     write_frame(out, tags, TAGS)
     seconds = time.monotonic() - wall
 
-    report = {"taggers": {}}
+    report = {"taggers": {}, "precision": {"cpu_capability": cpu_capability(), "native_bf16": native_bf16("cpu")}}
     for name, spec in TAGGERS.items():
         own = read_json(f"{models}/{name}/metrics.json", stage=f"train_taggers@{name}")
+        trained = own[own["used"]].get("precision", {}).get("precision", "float32")  # frozen heads: float32 features
+        report["precision"] |= {f"{name}_train": trained, f"{name}_tag": precision_name(taggers.taggers[name].bf16)}
         for head in spec.heads:
             report["taggers"][head] = {"used": own["used"],
                                        **{v: held_out(own[v]["heads"][head]) for v in VARIANTS if v in own},

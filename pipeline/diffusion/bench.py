@@ -20,6 +20,7 @@ from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
+from pipeline.precision import Bf16, precision_name, precision_report, use_bf16
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
 
 
 def matmul_peak_gflops(device: torch.device, bf16: bool, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n matmul in the compute dtype of the run (bfloat16 when bf16, else float32): the practical
-    compute ceiling of this device for it."""
+    """GFLOP/s of an n x n matmul in bfloat16 (bf16) or float32: the practical compute ceiling of this device in that
+    precision."""
     dtype = torch.bfloat16 if bf16 else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n ** 3 / timed(lambda: a @ b, device, repeats) / 1e9
@@ -88,7 +89,7 @@ def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
     flops = train_step_flops(model, batch, schedule, bf16)
     seconds = timed(step, device, steps)
     gflops = flops / seconds / 1e9
-    return {"bf16": bf16, "batch_size": len(batch), "seq_len": batch.ids.shape[1],
+    return {"precision": precision_name(bf16), "batch_size": len(batch), "seq_len": batch.ids.shape[1],
             "seconds_per_step": round(seconds, 4),
             "examples_per_s": round(len(batch) / seconds, 2), "gflop_per_step": round(flops / 1e9, 2),
             "achieved_gflops": round(gflops, 2), "fraction_of_matmul_peak": round(gflops / peak, 3)}
@@ -99,10 +100,11 @@ def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
     """Responses/s of one sample() call over `batch` with `steps` reverse steps and cfg's other settings."""
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(0)
+    bf16 = use_bf16(cfg.bf16, device)
     # No warm-up call: one sampling run is many forward passes, and a second full-T run would double the cost.
     seconds = timed(lambda: sample(model, batch, schedule, steps, cfg.clamp, generator, cfg.temperature,
-                                   bf16=cfg.bf16, solver=cfg.solver), device, 1, warmup=False)
-    return {"steps": steps, "bf16": cfg.bf16, "batch_size": len(batch), "seconds": round(seconds, 2),
+                                   bf16=bf16, solver=cfg.solver), device, 1, warmup=False)
+    return {"steps": steps, "precision": precision_name(bf16), "batch_size": len(batch), "seconds": round(seconds, 2),
             "responses_per_s": round(len(batch) / seconds, 3)}
 
 
@@ -130,23 +132,24 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 
 def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sample_rows: list[dict],
-              train_steps: int, train_bf16: bool, sample_steps: Sequence[int | None], sampling: SampleConfig,
+              train_steps: int, train_bf16: Bf16, sample_steps: Sequence[int | None], sampling: SampleConfig,
               judges: Judges) -> dict:
     """All figures for metrics/bench.json.
 
-    train_examples: one training batch (gold responses), timed in the precision of `train.bf16` (train_bf16); the
-    matmul peak is measured in that precision too. sample_rows: control rows (with `context`) of one sampling
-    batch, sampled once per entry of sample_steps (the sampler alone: one draw, no rerank), then by the whole default
-    decoding (sampling.steps, num_samples draws of each of sampling.candidates candidates, the rerank; judges: the
-    models of the rerank rule).
+    train_examples: one training batch (gold responses), timed in the precision that `train.bf16` (train_bf16) gives
+    on this device, against the matmul peak of that precision (both peaks are reported). sample_rows: control rows
+    (with `context`) of one sampling batch, sampled once per entry of sample_steps (the sampler alone: one draw, no
+    rerank), then by the whole default decoding (sampling.steps, num_samples draws of each of sampling.candidates
+    candidates, the rerank; judges: the models of the rerank rule).
     """
     device = next(model.parameters()).device
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
-    peak = matmul_peak_gflops(device, train_bf16)
-    out = {"device": str(device), "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak, 2),
+    bf16 = use_bf16(train_bf16, device)
+    peaks = {precision_name(b): round(matmul_peak_gflops(device, b), 2) for b in (False, True)}
+    out = {**precision_report(bf16, device), "threads": torch.get_num_threads(), "matmul_peak_gflops": peaks,
            "parameters": sum(p.numel() for p in model.parameters()),
-           "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps, peak,
-                                        train_bf16)}
+           "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps,
+                                        peaks[precision_name(bf16)], bf16)}
     batch = collate(encode_rows(sample_rows, vocab, model.cfg, gold=False)).to(device)
     out["sample"] = [sampling_throughput(model.eval(), batch, schedule, steps, sampling) for steps in sample_steps]
     out["decoding_default"] = decoding_throughput(model.eval(), vocab, sample_rows, sampling, judges)

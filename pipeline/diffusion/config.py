@@ -8,6 +8,7 @@ from typing import Literal
 from pipeline.errors import PipelineError
 from pipeline.labels import SIGNALS
 from pipeline.params import check
+from pipeline.precision import Bf16
 
 FAMILIES = ("continuous", "masked")
 MASKS = ("control_range", "full")  # "full" is the paper's "w/o Mask" ablation
@@ -107,8 +108,9 @@ class TrainConfig:
     gold controls with valid_sample_steps reverse steps (evaluate.held_out_sampling). max_minutes: stop after this
     much training time (0 = no limit), for fixed CPU-minute budgets; the lr schedule still runs over `steps`.
     bf16: forward and backward passes (and the held-out figures) under bfloat16 autocast, float32 weights and
-    optimizer state (about 2x faster on CPUs with AVX512-BF16 / AMX, and on GPUs). length_group_batches: runs of this
-    many shuffled batches are regrouped by example length (trainer.DataOrder), so a batch pads little; 0 = off."""
+    optimizer state: true, false or auto (where the device computes bfloat16 natively: pipeline.precision).
+    length_group_batches: runs of this many shuffled batches are regrouped by example length (trainer.DataOrder), so
+    a batch pads little; 0 = off."""
 
     steps: int
     batch_size: int
@@ -125,7 +127,7 @@ class TrainConfig:
     valid_sample_examples: int = 64
     valid_sample_steps: int = 50
     max_minutes: float = 0.0
-    bf16: bool = False
+    bf16: Bf16 = False
     length_group_batches: int = 0
 
     def __post_init__(self):

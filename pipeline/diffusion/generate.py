@@ -35,6 +35,7 @@ from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.metrics.diversity import ngrams
+from pipeline.precision import Bf16, use_bf16
 from pipeline.progress import progress
 
 # Which of several draws per row is kept: the first, the MBR choice, the most fluent, the one that keeps its controls,
@@ -82,7 +83,7 @@ class SampleConfig:
     `edit` mode. The draws of all of an example's candidates compete in one rerank, which keeps one text per example
     (with `rerank` none: draw 0 of the first candidate). batch_size:
     control rows per forward pass, each with all its num_samples draws. bf16: run the denoiser under bfloat16
-    autocast (float32 probabilities).
+    autocast (float32 probabilities): true, false or auto (where the device computes bfloat16 natively).
     """
 
     split: Literal["train", "valid", "test"]
@@ -97,7 +98,7 @@ class SampleConfig:
     candidates: int | None
     edit_candidates: int | None
     batch_size: int
-    bf16: bool
+    bf16: Bf16
 
     def __post_init__(self):
         if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
@@ -244,9 +245,9 @@ def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleCon
     """cfg.num_samples generated responses per control-source row (mappings with `context` and the CONTROL_FIELDS
     keys) -> texts [num_samples][rows], in the order of `rows`.
 
-    cfg: the sampler's settings (SampleConfig): steps, clamp, temperature, solver, bf16, batch_size. strength < 1 starts from
-    each row's own response (`subword_ids`: the candidate's). Rows are batched by encoded length (less padding), and
-    every batch holds all the draws of its rows, draw-major. Draw j takes its noise from its own generator seeded
+    cfg: the sampler's settings (SampleConfig): steps, clamp, temperature, solver, bf16, batch_size. strength < 1
+    starts from each row's own response (`subword_ids`: the candidate's). Rows are batched by encoded length (less
+    padding), and every batch holds all the draws of its rows, draw-major. Draw j takes its noise from its own generator seeded
     with seed + j (sampler.sample): a rerun gives the same texts, and draw j is the same whatever num_samples is
     (num_samples 1 gives draw 0).
     """
@@ -255,11 +256,12 @@ def draw(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleCon
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
     generators = [torch.Generator(device).manual_seed(seed + j) for j in range(cfg.num_samples)]
+    bf16 = use_bf16(cfg.bf16, device)
     draws = [[""] * len(rows) for _ in range(cfg.num_samples)]
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for chunk in progress(chunks, desc="sample", every_s=30.0):
         batch = collate([examples[i] for i in chunk] * cfg.num_samples).to(device)  # [num_samples x rows, L]
-        ids = sample(model, batch, schedule, cfg.steps, cfg.clamp, generators, cfg.temperature, strength, cfg.bf16,
+        ids = sample(model, batch, schedule, cfg.steps, cfg.clamp, generators, cfg.temperature, strength, bf16,
                      cfg.solver)
         for j, texts in enumerate(draws):
             for i, gen in zip(chunk, ids[j * len(chunk):(j + 1) * len(chunk)]):

@@ -32,6 +32,7 @@ from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.schedule import Schedule
 from pipeline.errors import PipelineError
 from pipeline.progress import log, progress
+from pipeline.precision import precision_report, use_bf16
 
 # Printed per log line when present: the continuous family's loss terms or the masked family's cross-entropy, and the
 # token accuracy of the prediction.
@@ -175,7 +176,9 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     # Each rank draws its own noise and dropout; both streams are part of the checkpoint.
     generator = torch.Generator(device).manual_seed(seed * 1000 + rank)
     torch.manual_seed(seed * 1000 + rank)
-    fingerprint = {**fingerprint, "world": world, "batch_size": cfg.batch_size, "data": examples_digest(examples)}
+    bf16 = use_bf16(cfg.bf16, device)
+    fingerprint = {**fingerprint, "world": world, "batch_size": cfg.batch_size, "data": examples_digest(examples),
+                   "bf16": bf16}  # the precision that ran: a bfloat16 run does not resume in float32, or back
 
     start, history, minutes_before = 0, [], 0.0
     state = load_state(Path(checkpoint), fingerprint)
@@ -215,7 +218,7 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     steps = range(start, cfg.steps)
     for step in progress(steps, desc="train", every_s=60.0) if rank == 0 else steps:
         batch = collate([examples[i] for i in order.indices(step)]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, terms = net(batch, generator)
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)
@@ -254,7 +257,7 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     train_s = time.monotonic() - t_start
     save(done)
 
-    summary = {"steps": done, "resumed_from_step": start, "world_size": world, "device": str(device),
+    summary = {"steps": done, "resumed_from_step": start, "world_size": world, **precision_report(bf16, device),
                "batch_size": cfg.batch_size, "parameters": sum(p.numel() for p in model.parameters()),
                "train_examples": len(examples), "epochs": round(done * cfg.batch_size / len(examples), 3),
                "train_minutes": round(minutes(), 2),
@@ -262,13 +265,13 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
                "final": {k: history[-1][k] for k in TERMS if history and k in history[-1]}}
     texts = []
     if valid and rank == 0:
-        summary["valid"] = held_out_loss(model, ema, schedule, valid, cfg.batch_size, seed, cfg.bf16)
+        summary["valid"] = held_out_loss(model, ema, schedule, valid, cfg.batch_size, seed, bf16)
         summary["valid_accuracy_by_noise"] = accuracy_by_noise(model, ema, schedule, valid, cfg.batch_size, seed,
-                                                               cfg.bf16)
+                                                               bf16)
         if cfg.valid_sample_examples > 0:
             summary["valid_sampling"], texts = held_out_sampling(model, ema, schedule,
                                                                  valid[:cfg.valid_sample_examples], cfg.batch_size,
-                                                                 cfg.valid_sample_steps, seed, cfg.bf16)
+                                                                 cfg.valid_sample_steps, seed, bf16)
     return TrainResult(ema_weights(model, ema), history, summary, texts)
 
 
