@@ -19,6 +19,7 @@ from pipeline.diffusion.inputs import Batch, Example, collate, encode_rows
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.trainer import adamw
 from pipeline.diffusion.vocab import Vocab
 from pipeline.precision import Bf16, precision_name, precision_report, use_bf16
 
@@ -73,11 +74,11 @@ def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule, bf16: b
 
 def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int, peak: float,
                         bf16: bool) -> dict:
-    """Time `steps` AdamW steps on a copy of `model` (the model itself is left untouched), under bfloat16 autocast
-    when bf16 (as `train.bf16`). -> figures dict"""
+    """Time `steps` AdamW steps (the trainer's optimizer) on a copy of `model` (the model itself is left untouched),
+    under bfloat16 autocast when bf16. -> figures dict"""
     device = next(model.parameters()).device
     model = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = adamw(model, lr=1e-4, weight_decay=0.0)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

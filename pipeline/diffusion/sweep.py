@@ -29,6 +29,7 @@ from pipeline.diffusion.trainer import train
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.metrics.relevance import fluency_ppl
+from pipeline.precision import use_bf16
 from pipeline.progress import log
 
 
@@ -109,5 +110,6 @@ def design_speed(params: dict, overrides: dict, train_rows: list[dict], steps: i
     batch = collate(encode_rows([train_rows[i] for i in pick], vocab, model_cfg)).to(device)
     torch.manual_seed(p["seed"])
     model = build_model(model_cfg, vocab).to(device)
+    bf16 = use_bf16(TrainConfig.from_dict(p["train"]).bf16, device)
     return training_throughput(model, batch, Schedule(model_cfg.T, model_cfg.noise_offset), steps,
-                               matmul_peak_gflops(device))
+                               matmul_peak_gflops(device, bf16), bf16)

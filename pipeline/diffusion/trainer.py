@@ -153,6 +153,12 @@ class TrainResult:
     valid_texts: list[str]
 
 
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with its fused kernel: one pass over each parameter per step instead of one per arithmetic operation,
+    which matters because the whole embedding table gets a (dense) gradient at every step."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: TrainConfig, seed: int,
           checkpoint: Path, fingerprint: dict, valid: list[Example] = (),
           on_log: Callable[[dict], None] | None = None) -> TrainResult:
@@ -171,7 +177,7 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
                       cfg.length_group_batches)
     objective = Objective(model, schedule)
     net = DistributedDataParallel(objective) if world > 1 else objective
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     ema = ema_model(model, cfg.ema_decay)
     # Each rank draws its own noise and dropout; both streams are part of the checkpoint.
     generator = torch.Generator(device).manual_seed(seed * 1000 + rank)
