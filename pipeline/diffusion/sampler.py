@@ -48,8 +48,6 @@ def sample(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int 
     autocast (probabilities and the chain's state stay float32).
     -> per example, the generated WordPiece ids in order, up to (not including) the first END.
     """
-    if not 0 < strength <= 1:
-        raise PipelineError(f"init strength {strength} is not in (0, 1]: fix sample.edit_strength / --strength")
     was_training = model.training
     model.eval()
     with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
