@@ -2,7 +2,8 @@
 -> plots/decoding_sweep.csv (one row per mode, split, steps, temperature, number of candidates, number of draws and
 rule; a rerun replaces the rows of its mode, split, steps, temperatures, candidates and rules).
 
-Not a stage of the default DAG (an hour on 2 cores for the three modes); run it by hand on the trained model:
+Not a stage of the default DAG (it samples every setting it compares; its sample_seconds column says how long each
+takes); run it by hand on the trained model:
     python -m stages.decoding_sweep --mode retrieved --temperatures 0,0.5,1 --draws 1,2,4,6
     python -m stages.decoding_sweep --mode oracle --temperatures 1 --draws 1,2,4,6
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --reranks none,mbr,fluency,controls
@@ -21,7 +22,7 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.decoder import Decoder
-from pipeline.diffusion.config import SampleConfig
+from pipeline.diffusion.config import RERANKS, SampleConfig
 from pipeline.errors import PipelineError
 from pipeline.experiments.decoding_sweep import WORD, sweep_decoding
 from pipeline.frames import FrameTagger
@@ -57,7 +58,7 @@ def numbers(text: str, kind: type, null: bool = False) -> list:
 def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (at sample.edit_strength)"),
          temperatures: str = typer.Option("0,0.5,1", help="comma-separated sampling temperatures"),
          draws: str = typer.Option("1,2,4,6", help="comma-separated numbers of draws"),
-         reranks: str = typer.Option("fluency", help="comma-separated rerank rules: none, mbr, fluency, controls, relevance"),
+         reranks: str = typer.Option("fluency", help=f"comma-separated rerank rules: {', '.join(RERANKS)}"),
          steps: str = typer.Option(None, help="comma-separated sampler step counts, null = the most "
                                               "(default: sample.steps)"),
          candidates: str = typer.Option("1", help="comma-separated numbers of candidates per example whose draws "

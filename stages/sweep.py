@@ -1,7 +1,7 @@
 """Quality per training minute of candidate designs -> plots/quality_vs_minutes.csv (+ .png): held-out sampling
 accuracy, SmolLM2 fluency and one-shot accuracy per quarter of t at each mark of each design's training.
 
-Not a stage of the default DAG (it trains every design: hours on 2 cores); run it by hand or on a GPU:
+Not a stage of the default DAG (it trains every design); run it by hand or on a GPU:
     python -m stages.sweep --designs sweeps/quality_vs_minutes.yaml
     python -m stages.sweep --designs sweeps/gpu_steps.yaml --no-fluency   # where SmolLM2 is not installed; then
     python -m stages.sweep --designs sweeps/gpu_steps.yaml --rescore plots/quality_vs_minutes.csv

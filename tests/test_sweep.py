@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from pipeline.rerank import Judges
 from test_trainer import SENTENCES, control_row, fresh_model, tiny_setup
 
 # params.yaml with a tiny continuous model and short training (the sections are read whole, as stage sweep reads them)
-PARAMS = {**merged(load_params(), {
+PARAMS = {**merged(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), {
     "model": {"family": "continuous", "init": "random", "emb_dim": 16, "width": 32, "layers": 1, "heads": 2,
               "ffn": 64, "max_len": 48, "max_context": 8, "T": 50},
     "train": {"steps": 100, "batch_size": 4, "lr": 1e-3, "warmup_steps": 0, "lr_decay": "none", "log_every": 2,
