@@ -58,15 +58,13 @@ def conforms(value, expected) -> bool:
     return isinstance(value, expected)
 
 
-def check(values: dict, spec, where: str, defaults: bool = False, source: str = "params.yaml"):
-    """Build the dataclass `spec` from `values` (the `where` section of the file `source`) after checking every key
-    and type; raise one line listing each problem.
+def check(values: dict, spec, where: str, defaults: bool = False):
+    """Build the dataclass `spec` from `values` after checking every key and type; raise one line listing each problem.
 
-    defaults: fields with a default may be left out (saved model configs, the sweep's designs files); otherwise every
-    field is required.
+    defaults: fields with a default may be left out (the saved configs of models); otherwise every field is required.
     """
     if not isinstance(values, dict):
-        raise PipelineError(f"{source}: `{where}` must be a mapping of keys, not {type(values).__name__}")
+        raise PipelineError(f"params.yaml: `{where}` must be a mapping of keys, not {type(values).__name__}")
     hints = typing.get_type_hints(spec)
     fields = {f.name: f for f in dataclasses.fields(spec)}
     problems = [f"unknown key `{where}.{k}`" for k in values if k not in fields]
@@ -79,7 +77,7 @@ def check(values: dict, spec, where: str, defaults: bool = False, source: str = 
             problems.append(f"`{where}.{name}` is {values[name]!r}, expected {type_name(hints[name])}")
     if problems:
         known = ", ".join(fields)
-        raise PipelineError(f"{source}: {'; '.join(problems)} (`{where}` takes: {known})")
+        raise PipelineError(f"params.yaml: {'; '.join(problems)} (`{where}` takes: {known})")
     return spec(**{k: v for k, v in values.items()})
 
 

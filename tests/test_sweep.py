@@ -60,7 +60,7 @@ def test_designs_file_needs_one_kind_of_marks(tmp_path):
     with pytest.raises(PipelineError, match="`minutes:` or `steps:`"):
         Designs.load(path)
     path.write_text("minutes: [1]\ndesigns: {masked: {}}\nvalid: 3\n")
-    with pytest.raises(PipelineError, match="unknown key `designs.valid`"):
+    with pytest.raises(PipelineError, match=r"designs.yaml: unknown key `designs file.valid`"):
         Designs.load(path)
 
 

@@ -56,9 +56,12 @@ class Designs:
 
     @classmethod
     def load(cls, path) -> "Designs":
-        """The checked designs file at `path` (a missing optional key takes its default)."""
-        return check(yaml.safe_load(Path(path).read_text()) or {}, cls, Path(path).stem, defaults=True,
-                     source=str(path))
+        """The checked designs file at `path` (a missing optional key takes its default). pipeline.params.check
+        names params.yaml in its errors: they name this file instead."""
+        try:
+            return check(yaml.safe_load(Path(path).read_text()) or {}, cls, "designs file", defaults=True)
+        except PipelineError as err:
+            raise PipelineError(str(err).replace("params.yaml", str(path), 1)) from None
 
     @property
     def unit(self) -> str:
