@@ -10,7 +10,7 @@ oracle: data/retrieval/oracle.parquet (the gold response's own controls), from n
 `sample.num_samples` draws, and `sample.rerank` keeps one of all the draws of an example's candidates (those whose
 whole response fits the model's `max_len`, when one does) by the models of
 `pipeline.judges` (SmolLM2, the fluency metric's own model; MiniLM, the encoder under BERTScore; the taggers that score
-ACC-CM and ACC-IT): say so next to its figures.
+ACC-CM and ACC-IT): say so next to its figures. The decoding is pipeline.decoder.Decoder, which `respond` calls too.
 """
 import pandas as pd
 import torch
