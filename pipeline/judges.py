@@ -1,9 +1,9 @@
-"""The models that rerank several draws per control row (`pipeline.diffusion.generate.Judges`), loaded for a rule.
+"""The models that rerank several draws per control row (`pipeline.rerank.Judges`), loaded for a rule.
 
 - fluency: SmolLM2, the fluency metric's own scorer (`pipeline.metrics.relevance.FluencyScorer`);
 - controls: `ControlAgreement`, the draw re-tagged by the CM and intent taggers of stage `score` and compared with the
   controls it was given, as ACC-CM and ACC-IT compare them (`pipeline.metrics.control`); SmolLM2 breaks its ties.
-- relevance: SmolLM2 and `ContextRelevance`, the cosine of the draw's and the context's MiniLM sentence embeddings
+- relevance: SmolLM2 and `context_relevance`, the cosine of the draw's and the context's MiniLM sentence embeddings
   (the encoder of retrieval, and the model under BERTScore, which compares tokens with the gold response instead).
 Each rule optimises what a column of the score table reads: say so next to the figures of a reranked system.
 """
@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.diffusion.generate import Judges
 from pipeline.embeddings import context_text, encode_texts
 from pipeline.metrics.control import CM_COLUMNS, cm_matches, intent_positions
 from pipeline.metrics.relevance import FluencyScorer
+from pipeline.rerank import FLUENT, Judges
 from pipeline.segment import segment_texts
 from pipeline.tagging import Taggers
 
@@ -63,6 +63,6 @@ def load_judges(rule: str, taggers_dir, cm_threshold: float) -> Judges:
     """The models `rule` reads: SmolLM2 for fluency, controls and relevance, the cm and intent taggers of taggers_dir
     for controls (cm_threshold: params.yaml `tag.cm_threshold`, as stage `tag` used), MiniLM for relevance; none for
     none and mbr."""
-    fluency_nll = FluencyScorer.load().nll if rule in ("fluency", "controls", "relevance") else None
+    fluency_nll = FluencyScorer.load().nll if rule in FLUENT else None
     judge = ControlAgreement.load(taggers_dir, cm_threshold) if rule == "controls" else None
     return Judges(fluency_nll, judge, context_relevance if rule == "relevance" else None)

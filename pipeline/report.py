@@ -50,8 +50,8 @@ NOTE = f"""What differs from the paper, so compare trends, not absolute values:
 - Dist-n, self-BLEU and AvgLen count lower-cased spaCy words; the CPU profile trains a smaller model and may score a
   seeded subset of the test split (the number of scored examples is above). Exact definitions: docs/metrics.md."""
 
-# What each `sample.rerank` rule (pipeline.diffusion.generate.RERANKS) reads to keep one draw, for the README's note:
-# a column scored by the same model is partly the rule's own choice.
+# What each `sample.rerank` rule (pipeline.diffusion.config.RERANKS; tests check that every rule has an entry) reads to
+# keep one draw, for the README's note: a column scored by the same model is partly the rule's own choice.
 RERANK_JUDGES = {
     "none": "no judge (the first draw)",
     "mbr": "the other draws (the most similar one)",

@@ -2,11 +2,13 @@
 
 For one context: embed it (MiniLM) and tag its emotion distribution, retrieve the k best training candidates (Eq. 8),
 take each candidate's control signals, optionally override them by hand (CM, intents, SF frames), and generate one
-response per control row with the diffusion model. Everything is loaded once (`Responder.load`) and reused per context.
+response per control row with the diffusion model, or one for the whole context, kept among the draws of all its
+candidates (the decoding of stage `sample`: pipeline.decoder.Decoder). Everything is loaded once (`Responder.load`)
+and reused per context.
 
 Input text: one dialogue per line, its turns (oldest first) separated by TURN_DELIMITER (`read_contexts`).
 """
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
@@ -14,9 +16,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pipeline.diffusion.generate import Judges, SampleConfig, generate
+from pipeline.decoder import Decoder
+from pipeline.diffusion.config import SampleConfig
 from pipeline.diffusion.inputs import context_ids
-from pipeline.diffusion.checkpoint import load_model
 from pipeline.embeddings import context_text, encode_texts
 from pipeline.errors import PipelineError
 from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_SPECIAL
@@ -29,9 +31,6 @@ from pipeline.taggers import Tagger
 from pipeline.tagging import load_tagger
 
 TURN_DELIMITER = "||"
-
-# (context turns, control rows with the pipeline.schemas.CONTROL_FIELDS keys) -> one generated response per row.
-Generate = Callable[[Sequence[str], Sequence[dict]], list[str]]
 
 
 def parse_dialogue(line: str) -> list[str]:
@@ -164,39 +163,25 @@ class Overrides:
         return row
 
 
-def diffusion_generator(model_dir, sampling: SampleConfig, seed: int, strength: float = 1.0,
-                        judges: Judges = Judges()) -> Generate:
-    """Load the trained model of stage `train_diffusion` once and return the one generation call: (context, control
-    rows) -> responses, sampled with the `sampling` settings; strength < 1 starts from each row's own response (the
-    candidate's: retrieve-and-edit). judges: the models sampling.rerank reads (`pipeline.judges.load_judges`)."""
-    model, vocab = load_model(model_dir)
-    max_context = model.cfg.max_context
-
-    def generate_for(context: Sequence[str], rows: Sequence[dict]) -> list[str]:
-        n = len(context_ids(context))
-        if n > max_context:
-            log(f"notice: the context has {n} WordPieces; the model reads only the newest {max_context}")
-        rows = [{**row, "context": list(context)} for row in rows]
-        return generate(model, vocab, rows, sampling, seed, strength, judges)
-
-    return generate_for
-
-
 @dataclass
 class Responder:
-    """The loaded artifacts: the retrieval index, the emotion tagger (and its encoder setting), the generator."""
+    """The loaded artifacts: the retrieval index, the emotion tagger (and its encoder setting), the decoder; the seed of
+    its draws and whether they start from the candidates' responses (edit) or from noise."""
 
     index: Index
     emotion: Tagger
-    generate: Generate
+    decoder: Decoder
+    seed: int
+    edit: bool = False
 
     @classmethod
-    def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int, strength: float = 1.0,
+    def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int, edit: bool = False,
              cm_threshold: float = 0.5) -> "Responder":
-        """cm_threshold: params.yaml `tag.cm_threshold`, read by rerank rule controls."""
+        """sampling: the decoder's settings (edit: from the candidates' responses at sampling.edit_strength);
+        cm_threshold: params.yaml `tag.cm_threshold`, read by rerank rule controls."""
         judges = load_judges(sampling.rerank, taggers_dir, cm_threshold)
         return cls(Index.load(index_dir), load_tagger(Path(taggers_dir) / "emotion"),
-                   diffusion_generator(model_dir, sampling, seed, strength, judges))
+                   Decoder.load(model_dir, sampling, judges), seed, edit)
 
     def known_frames(self) -> list[str]:
         """SF tokens of the training responses: the ones the model has learned (pipeline.diffusion.vocab)."""
@@ -215,9 +200,16 @@ class Responder:
         rows = self.index.pool.iloc[hits.pool].to_dict("records")
         return [{**row, "rank": int(r), "score": float(s)} for row, r, s in zip(rows, hits.rank, hits.score)]
 
-    def respond(self, context: Sequence[str], k: int, gamma: float, overrides: Overrides) -> list[dict]:
-        """One result per candidate: the candidate row, the control row actually used, and the generated response."""
+    def respond(self, context: Sequence[str], k: int, gamma: float, overrides: Overrides,
+                one: bool = False) -> list[dict]:
+        """One result per candidate of the k retrieved (one: a single result, the text kept among the draws of all k,
+        as stage `sample` keeps one per example): the candidate row, the control row actually used, and the generated
+        response."""
         candidates = self.retrieve(context, k, gamma)
         controls = [overrides.apply(c) for c in candidates]
-        responses = self.generate(context, controls)
-        return [{"candidate": c, "controls": ctl, "response": r} for c, ctl, r in zip(candidates, controls, responses)]
+        n, limit = len(context_ids(context)), self.decoder.model.cfg.max_context
+        if n > limit:
+            log(f"notice: the context has {n} WordPieces; the model reads only the newest {limit}")
+        rows = [{**row, "context": list(context)} for row in controls]
+        kept = self.decoder(rows, self.seed, self.edit, group=len(rows) if one else 1)
+        return [{"candidate": candidates[i], "controls": controls[i], "response": text} for i, text in kept]

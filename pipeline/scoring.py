@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.diffusion.generate import Judges, group_size, rerank
 from pipeline.errors import PipelineError
 from pipeline.labels import MECHANISMS
 from pipeline.metrics.control import CM_COLUMNS, cm_accuracy, cm_matches, f1, intent_positions, ratio, sf_overlap
@@ -30,7 +29,9 @@ from pipeline.metrics.diversity import avg_len, distinct_n
 from pipeline.metrics.relevance import fluency_ppl, miscore
 from pipeline.metrics.selfbleu import pair_bleu, self_bleu
 from pipeline.progress import log
+from pipeline.rerank import Judges, rerank
 from pipeline.schemas import CONTROL_NAMES
+from pipeline.subset import group_size
 
 SYSTEMS = ("human", "retrieval", "retrieval_reranked", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
 P_CM = [f"p_{m}" for m in MECHANISMS]
@@ -92,9 +93,9 @@ def kept(samples: pd.DataFrame, sources: pd.DataFrame, ids: list[str], what: str
 
 
 def reranked_sources(rows: Sequence[Mapping], rule: str, judges: Judges) -> pd.DataFrame:
-    """rows: the control rows `generate.control_rows` gives stage sample (every example's first candidates, with
-    `context`); the candidate of each example whose own response `rule` keeps (`generate.rerank` with one draw per
-    row: the candidate's response) -> DataFrame[example_id, rank, text] (the columns of schema SAMPLES it fills)."""
+    """rows: the control rows `pipeline.subset.control_rows` gives stage sample (every example's first candidates, with
+    `context`); the candidate of each example whose own response `rule` keeps (`pipeline.rerank.rerank` with one draw
+    per row: the candidate's response) -> DataFrame[example_id, rank, text] (the columns of schema SAMPLES it fills)."""
     kept = rerank([[r["cand_response"] for r in rows]], rows, rule, judges, group_size(rows))
     return pd.DataFrame({"example_id": [rows[i]["example_id"] for i, _ in kept],
                          "rank": [rows[i]["rank"] for i, _ in kept],

@@ -1,20 +1,19 @@
 """Stage bench: throughput of the trained model's configuration on this machine -> metrics/bench.json (training
 examples/s and GFLOP/s next to the matmul peak, sampling responses/s at each of `bench.sample_steps`, the whole default
-decoding's responses/s (draws + rerank), peak memory). Every figure is a timing: bench.json is a plain output, not a metric that `dvc metrics diff` compares."""
-import dataclasses
-
+decoding's responses/s (draws + rerank), peak memory). Every figure is a timing: bench.json is a plain output, not a
+metric that `dvc metrics diff` compares."""
 import torch
 import typer
 
 from pipeline.cli import guard
-from pipeline.diffusion.bench import BenchParams, run_bench
-from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.config import TrainConfig
-from pipeline.diffusion.generate import SampleConfig
+from pipeline.decoder import Decoder
+from pipeline.diffusion.config import SampleConfig, TrainConfig
 from pipeline.diffusion.inputs import encode_rows
+from pipeline.experiments.bench import BenchParams, run_bench
 from pipeline.io import read_frame, write_json
 from pipeline.judges import load_judges
 from pipeline.params import load_params, section, value
+from pipeline.retrieval import RetrieveParams
 from pipeline.schemas import CONTROLS
 from pipeline.seeding import seed_everything
 from pipeline.tagging import TagParams
@@ -28,19 +27,18 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
          out: str = "metrics/bench.json", params: str = "params.yaml") -> None:
     p = load_params(params)
     cfg, seed = section(p, "bench", BenchParams), value(p, "seed", int)
-    train_cfg = TrainConfig.from_dict(p.get("train") or {})
-    sample_cfg = section(p, "sample", SampleConfig)
-    sample_cfg = dataclasses.replace(sample_cfg, candidates=sample_cfg.candidates or value(p, "retrieve", dict)["k"])
+    train_cfg, sample_cfg = section(p, "train", TrainConfig), section(p, "sample", SampleConfig)
+    candidates = sample_cfg.candidates_of(section(p, "retrieve", RetrieveParams).k)
     seed_everything(seed)
-    net, vocab = load_model(model, "cuda" if torch.cuda.is_available() else "cpu")
+    judges = load_judges(sample_cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
+    decoder = Decoder.load(model, sample_cfg, judges, "cuda" if torch.cuda.is_available() else "cpu")
 
     # Real inputs: a training batch of the configured size (gold responses) and a small sampling batch of test rows.
     df = read_frame(controls, CONTROLS, stage="controls")
     train_rows = df[df["split"] == "train"].sample(n=train_cfg.batch_size, random_state=seed).to_dict("records")
     test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
-    judges = load_judges(sample_cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
-    figures = run_bench(net, vocab, encode_rows(train_rows, vocab, net.cfg), test_rows, cfg.train_steps,
-                        train_cfg.bf16, cfg.sample_steps, sample_cfg, judges)
+    figures = run_bench(decoder, encode_rows(train_rows, decoder.vocab, decoder.model.cfg), test_rows, candidates,
+                        cfg.train_steps, train_cfg.bf16, cfg.sample_steps)
     write_json(out, figures)
 
 

@@ -2,7 +2,8 @@
 -> plots/decoding_sweep.csv (one row per mode, split, steps, temperature, number of candidates, number of draws and
 rule; a rerun replaces the rows of its mode, split, steps, temperatures, candidates and rules).
 
-Not a stage of the default DAG (an hour on 2 cores for the three modes); run it by hand on the trained model:
+Not a stage of the default DAG (it samples every setting it compares; its sample_seconds column says how long each
+takes); run it by hand on the trained model:
     python -m stages.decoding_sweep --mode retrieved --temperatures 0,0.5,1 --draws 1,2,4,6
     python -m stages.decoding_sweep --mode oracle --temperatures 1 --draws 1,2,4,6
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 6 --reranks none,mbr,fluency,controls
@@ -10,7 +11,7 @@ Not a stage of the default DAG (an hour on 2 cores for the three modes); run it 
     python -m stages.decoding_sweep --split valid --temperatures 1 --draws 1,3,6 --candidates 1,2,3 --reranks relevance
     python -m stages.decoding_sweep --mode edit --split valid --temperatures 1 --draws 6 --candidates 3 \
         --reranks relevance --strengths 0.2,0.25,0.3
-Columns and method: pipeline/diffusion/decoding_sweep.py; the table: docs/diffusion.md.
+Columns and method: pipeline/experiments/decoding_sweep.py; the table: docs/diffusion.md.
 """
 import dataclasses
 import math
@@ -20,10 +21,10 @@ import pandas as pd
 import typer
 
 from pipeline.cli import guard
-from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.decoding_sweep import WORD, sweep_decoding
-from pipeline.diffusion.generate import SampleConfig, control_rows, group_size
+from pipeline.decoder import Decoder
+from pipeline.diffusion.config import RERANKS, SampleConfig
 from pipeline.errors import PipelineError
+from pipeline.experiments.decoding_sweep import WORD, sweep_decoding
 from pipeline.frames import FrameTagger
 from pipeline.io import atomic_path, read_frame
 from pipeline.judges import ControlAgreement, context_relevance
@@ -31,9 +32,11 @@ from pipeline.metrics.diversity import distinct_n
 from pipeline.metrics.relevance import BertScore, FluencyScorer, fluency_ppl
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
+from pipeline.rerank import Judges
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES
 from pipeline.seeding import seed_everything
 from pipeline.segment import segment_texts
+from pipeline.subset import control_rows, group_size
 from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
@@ -55,7 +58,7 @@ def numbers(text: str, kind: type, null: bool = False) -> list:
 def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (at sample.edit_strength)"),
          temperatures: str = typer.Option("0,0.5,1", help="comma-separated sampling temperatures"),
          draws: str = typer.Option("1,2,4,6", help="comma-separated numbers of draws"),
-         reranks: str = typer.Option("fluency", help="comma-separated rerank rules: none, mbr, fluency, controls, relevance"),
+         reranks: str = typer.Option("fluency", help=f"comma-separated rerank rules: {', '.join(RERANKS)}"),
          steps: str = typer.Option(None, help="comma-separated sampler step counts, null = the most "
                                               "(default: sample.steps)"),
          candidates: str = typer.Option("1", help="comma-separated numbers of candidates per example whose draws "
@@ -81,7 +84,6 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     cfg = dataclasses.replace(cfg, split=split or cfg.split)
     rules = reranks.split(",")
     seed_everything(seed)
-    net, vocab = load_model(model)
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
                         read_frame(SOURCES[mode], CANDIDATES, stage="retrieve"),
                         dataclasses.replace(cfg, candidates=max(cands)), seed, SOURCES[mode])
@@ -89,13 +91,14 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit (
     gold = list(gold.loc[[r["example_id"] for r in rows]])
     fluency_nll, bertscore = FluencyScorer.load().nll, BertScore()
     frame_tagger = FrameTagger.load(framenet, frames_model)
-    judge = ControlAgreement.load(taggers, section(p, "tag", TagParams).cm_threshold)
-    table = [dict(row, strength=strength)
-             for strength in (numbers(strengths, float) if strengths else
-                              [cfg.edit_strength if mode == "edit" else 1.0])
-             for row in sweep_decoding(net, vocab, rows, gold, cfg, seed, temps, counts, strength, fluency_nll,
-                                       bertscore, rules, judge, step_counts, context_relevance, cands,
-                                       group_size(rows), lambda texts: frame_tagger.tag(segment_texts(texts), texts))]
+    judges = Judges(fluency_nll, ControlAgreement.load(taggers, section(p, "tag", TagParams).cm_threshold),
+                    context_relevance)
+    decoder = Decoder.load(model, cfg, judges)
+    table = [dict(row, strength=strength if mode == "edit" else 1.0)
+             for strength in (numbers(strengths, float) if strengths else [cfg.edit_strength])
+             for row in sweep_decoding(decoder.with_settings(edit_strength=strength), rows, gold, seed, temps, counts,
+                                       mode == "edit", bertscore, rules, step_counts, cands, group_size(rows),
+                                       lambda texts: frame_tagger.tag(segment_texts(texts), texts))]
     first = [i for i, r in enumerate(rows) if r["rank"] == 0]
     log(f"[decoding_sweep] reference on these {len(first)} {cfg.split} examples: gold fluency_ppl_smollm2 "
         f"{fluency_ppl(fluency_nll([gold[i] for i in first])):.1f}, dist2 "

@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from pipeline.cli import guard
-from pipeline.diffusion.sweep import merged
+from pipeline.experiments.sweep import merged
 from pipeline.io import atomic_path
 from pipeline.params import load_params
 from stages import sample, train_diffusion

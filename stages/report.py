@@ -6,12 +6,13 @@ import pandas as pd
 import typer
 
 from pipeline.cli import guard
-from pipeline.errors import PipelineError, missing_artifact
+from pipeline.diffusion.config import SampleConfig
+from pipeline.errors import missing_artifact
 from pipeline.io import read_frame, read_json
-from pipeline.params import load_params, value
+from pipeline.params import load_params, section, value
 from pipeline.plots import read_step_metrics, render_cm, render_curves
-from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, results_section,
-                             update_readme)
+from pipeline.report import BEGIN, END, EXAMPLES, examples_section, results_section, update_readme
+from pipeline.retrieval import RetrieveParams
 from pipeline.schemas import DIALOGUES, SCORES
 
 app = typer.Typer(add_completion=False)
@@ -30,16 +31,10 @@ def main(scores: str = "metrics/scores.json",
     dialogue = read_frame(dialogues, DIALOGUES, stage="prepare")
     contexts = dict(zip(dialogue["example_id"], (list(c) for c in dialogue["context"])))
     p = load_params(params)
-    sampling, k = value(p, "sample", dict), value(p, "retrieve", dict).get("k")
-    counts = [min(sampling.get(c) or k, k) if isinstance(k, int) else None for c in ("candidates", "edit_candidates")]
-    if not (isinstance(sampling.get("num_samples"), int) and sampling.get("rerank") in RERANK_JUDGES
-            and all(isinstance(c, int) for c in counts)):
-        raise PipelineError(f"params.yaml `sample`: num_samples {sampling.get('num_samples')!r}, rerank "
-                            f"{sampling.get('rerank')!r}, candidates {sampling.get('candidates')!r}, edit_candidates "
-                            f"{sampling.get('edit_candidates')!r} (retrieve.k {k!r}): integers and one of "
-                            f"{', '.join(RERANK_JUDGES)}")
+    sampling, k = section(p, "sample", SampleConfig), section(p, "retrieve", RetrieveParams).k
+    counts = sampling.candidates_of(k), sampling.for_edit().candidates_of(k)  # retrieved, edit
     update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others,
-                                                         sampling["num_samples"], sampling["rerank"], *counts),
+                                                         sampling.num_samples, sampling.rerank, *counts),
                            EXAMPLES: examples_section(outputs, contexts, value(p, "seed", int))})
     for data, png, render, read, stage in ((cm_data, cm_png, render_cm, pd.read_csv, "score"),
                                            (loss_data, loss_png, render_curves, read_step_metrics, "train_diffusion")):

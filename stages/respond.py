@@ -4,6 +4,7 @@
     python -m stages.respond --file dialogues.txt --json          # one dialogue per line, turns separated by "||"
     echo "I failed my exam. || Oh no! || I studied so hard." | python -m stages.respond --cm exploration --intent questioning
 """
+import dataclasses
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from pipeline.controls import control_sequence
 from pipeline.errors import PipelineError
 from pipeline.labels import MECHANISMS
 from pipeline.metrics.control import CM_COLUMNS
-from pipeline.diffusion.generate import RERANKS, SampleConfig
+from pipeline.diffusion.config import RERANKS, SampleConfig
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
 from pipeline.respond import Overrides, Responder, read_contexts
@@ -60,34 +61,33 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          strength: float = typer.Option(None, help="With --init candidate: how much to change, in (0, 1] "
                                                    "(default: sample.edit_strength)."),
          samples: int = typer.Option(None, help="Draws per response, reranked (default: sample.num_samples)."),
-         rerank: str = typer.Option(None, help="none | mbr | fluency | controls | relevance: which draw to keep "
-                                               "(default: sample.rerank)."),
+         rerank: str = typer.Option(None, help=f"{' | '.join(RERANKS)}: which draw to keep (default: sample.rerank)."),
+         one: bool = typer.Option(False, "--one", help="One response per context, kept among the draws of all its "
+                                                       "candidates, as stage sample keeps one per example (default k: "
+                                                       "sample.candidates, with --init candidate edit_candidates)."),
          index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
          params: str = "params.yaml") -> None:
-    p = load_params(params)
-    sampling = section(p, "sample", SampleConfig)
-    sampling = SampleConfig(**{**sampling.__dict__, **({"num_samples": samples} if samples is not None else {}),
-                               **({"rerank": rerank} if rerank is not None else {})})
-    if sampling.rerank not in RERANKS:
-        raise PipelineError(f"--rerank {sampling.rerank}: use one of {', '.join(RERANKS)}")
     if init not in ("noise", "candidate"):
         raise PipelineError(f"--init {init}: use noise or candidate")
     if init == "candidate" and frames:
         raise PipelineError("--init candidate edits the candidate's own words: it cannot be combined with --frames")
-    edit = sampling.edit_strength if strength is None else strength
-    if not 0 < edit <= 1:
-        raise PipelineError(f"--strength {edit}: give a value in (0, 1]")
-    k = section(p, "retrieve", RetrieveParams).k if k is None else k
+    p = load_params(params)
+    sampling = section(p, "sample", SampleConfig)
+    sampling = sampling.for_edit() if init == "candidate" else sampling  # the settings of stage sample@edit
+    options = {"num_samples": samples, "rerank": rerank, "edit_strength": strength}
+    sampling = dataclasses.replace(sampling, **{name: v for name, v in options.items() if v is not None})
+    retrieve_k = section(p, "retrieve", RetrieveParams).k
+    k = (sampling.candidates_of(retrieve_k) if one else retrieve_k) if k is None else k
     if k < 1:
         raise PipelineError(f"--k {k}: ask for at least one response")
     dialogues = read_contexts(context, file, sys.stdin.buffer)
     seed, gamma = value(p, "seed", int), float(value(p, "gamma", float))
-    responder = Responder.load(index, taggers, model, sampling, seed, strength=edit if init == "candidate" else 1.0,
+    responder = Responder.load(index, taggers, model, sampling, seed, edit=init == "candidate",
                                cm_threshold=section(p, "tag", TagParams).cm_threshold)
     overrides = Overrides.parse(cm, intent, frames, responder.known_frames())
     for turns in dialogues:
         start = time.perf_counter()
-        results = responder.respond(turns, k, gamma, overrides)
+        results = responder.respond(turns, k, gamma, overrides, one)
         log(f"[respond] {len(results)} responses in {time.perf_counter() - start:.2f}s")
         if json_lines:
             for res in results:

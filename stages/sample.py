@@ -10,7 +10,7 @@ oracle: data/retrieval/oracle.parquet (the gold response's own controls), from n
 `sample.num_samples` draws, and `sample.rerank` keeps one of all the draws of an example's candidates (those whose
 whole response fits the model's `max_len`, when one does) by the models of
 `pipeline.judges` (SmolLM2, the fluency metric's own model; MiniLM, the encoder under BERTScore; the taggers that score
-ACC-CM and ACC-IT): say so next to its figures.
+ACC-CM and ACC-IT): say so next to its figures. The decoding is pipeline.decoder.Decoder, which `respond` calls too.
 """
 import pandas as pd
 import torch
@@ -18,14 +18,16 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
+from pipeline.decoder import Decoder
 from pipeline.diffusion.checkpoint import load_model
-from pipeline.diffusion.generate import SampleConfig, complete, control_rows, draw, group_size, rerank
+from pipeline.diffusion.config import SampleConfig
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
 from pipeline.judges import load_judges
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CANDIDATES, CONTROLS, SAMPLES
 from pipeline.seeding import seed_everything
+from pipeline.subset import control_rows, group_size
 from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
@@ -49,13 +51,12 @@ def main(mode: str = typer.Option("retrieved", help="retrieved | oracle | edit")
 
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"),
                         read_frame(candidates, CANDIDATES, stage="retrieve"), cfg, seed, candidates)
-    judges = load_judges(cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
-    draws = draw(net, vocab, rows, cfg, seed, strength=cfg.edit_strength if mode == "edit" else 1.0)
-    kept = rerank(draws, rows, cfg.rerank, judges, group_size(rows), complete(rows, vocab, net.cfg))  # (row, draw)
+    decoder = Decoder(net, vocab, cfg, load_judges(cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold))
+    kept = decoder(rows, seed, edit=mode == "edit", group=group_size(rows))  # (row, text) per example
     write_frame(out, pd.DataFrame({
         "example_id": [rows[i]["example_id"] for i, _ in kept], "rank": [rows[i]["rank"] for i, _ in kept],
         "control_sequence": [control_sequence(rows[i], net.cfg.signals) for i, _ in kept],
-        "text": [draws[d][i] for i, d in kept]}), SAMPLES)
+        "text": [text for _, text in kept]}), SAMPLES)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import functools
 import typer
 
 from pipeline.cli import guard
-from pipeline.diffusion.generate import SampleConfig, control_rows
+from pipeline.diffusion.config import SampleConfig
 from pipeline.frames import FrameTagger
 from pipeline.io import atomic_path, read_frame, write_frame, write_json
 from pipeline.judges import load_judges
@@ -17,6 +17,7 @@ from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES, SAMPLES, SCORES
 from pipeline.scoring import (ScoreParams, Scorers, assemble_systems, cm_points, json_safe, reranked_sources,
                              score_systems)
 from pipeline.segment import segment_texts
+from pipeline.subset import control_rows
 from pipeline.tagging import TagParams, Taggers
 
 app = typer.Typer(add_completion=False)

@@ -1,7 +1,7 @@
 """Quality per training minute of candidate designs -> plots/quality_vs_minutes.csv (+ .png): held-out sampling
 accuracy, SmolLM2 fluency and one-shot accuracy per quarter of t at each mark of each design's training.
 
-Not a stage of the default DAG (it trains every design: hours on 2 cores); run it by hand or on a GPU:
+Not a stage of the default DAG (it trains every design); run it by hand or on a GPU:
     python -m stages.sweep --designs sweeps/quality_vs_minutes.yaml
     python -m stages.sweep --designs sweeps/gpu_steps.yaml --no-fluency   # where SmolLM2 is not installed; then
     python -m stages.sweep --designs sweeps/gpu_steps.yaml --rescore plots/quality_vs_minutes.csv
@@ -14,11 +14,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 import typer
-import yaml
 
 from pipeline.cli import guard
-from pipeline.diffusion.sweep import cpu_minutes, design_speed, fluency_column, run_design
-from pipeline.errors import PipelineError
+from pipeline.experiments.sweep import Designs, cpu_minutes, design_speed, fluency_column, run_design
 from pipeline.io import atomic_path, read_frame, write_json
 from pipeline.metrics.relevance import FluencyScorer
 from pipeline.params import load_params, value
@@ -44,27 +42,19 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
          speed_out: str = "metrics/timings/sweep_speed.json",
          out: str = "plots/quality_vs_minutes.csv", png: str = "plots/quality_vs_minutes.png",
          workdir: str = "models/sweep", params: str = "params.yaml") -> None:
-    spec = yaml.safe_load(Path(designs).read_text())
+    spec = Designs.load(designs)
+    speeds = spec.cpu_examples_per_s or {}
     if rescore:
         table = fluency_column(pd.read_csv(rescore), FluencyScorer.load().nll)
-        if spec.get("cpu_examples_per_s"):
-            table = cpu_minutes(table, spec["cpu_examples_per_s"])
-        write(table, out, png)
+        write(cpu_minutes(table, speeds) if speeds else table, out, png)
         return
-    unit = "steps" if "steps" in spec else "minutes"
-    marks = [float(m) for m in spec.get(unit) or []]
-    if not marks or not spec.get("designs"):
-        raise PipelineError(f"{designs} needs `minutes:` or `steps:` (a list of marks) and `designs:` (name -> "
-                            "overrides of the model/train sections)")
-    picked = {k: v for k, v in spec["designs"].items() if not only or k in only}
-    speeds = spec.get("cpu_examples_per_s") or {}
+    picked = {k: v for k, v in spec.designs.items() if not only or k in only}
     p = load_params(params)
     df = read_frame(controls, CONTROLS, stage="controls")
     train_rows = df[df["split"] == "train"].to_dict("records")
     valid_df = df[df["split"] == "valid"]
-    n_valid = int(spec.get("valid_examples", 64))
-    valid_rows = valid_df.sample(n=min(n_valid, len(valid_df)), random_state=value(p, "seed", int))
-    p["train"] = {**p["train"], "valid_examples": n_valid, "valid_sample_examples": n_valid}
+    valid_rows = valid_df.sample(n=min(spec.valid_examples, len(valid_df)), random_state=value(p, "seed", int))
+    p["train"] = {**p["train"], "valid_examples": spec.valid_examples, "valid_sample_examples": spec.valid_examples}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if speed_steps > 0:
         write_json(speed_out, {"device": str(device), "threads": torch.get_num_threads(),
@@ -75,7 +65,7 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
     Path(workdir).mkdir(parents=True, exist_ok=True)
     rows = []
     for name, overrides in picked.items():
-        rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), marks, unit,
+        rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), spec.marks, spec.unit,
                            Path(workdir), device, nll)
         write(cpu_minutes(pd.DataFrame(rows), speeds), out, png)  # after every design: a killed sweep keeps it
 

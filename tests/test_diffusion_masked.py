@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.inputs import collate, encode_example
+from pipeline.diffusion.inputs import collate, encode_example, encode_rows
 from pipeline.diffusion.losses import hide, training_loss
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import MaskedDiffusEmpModel, build_model
@@ -165,7 +165,7 @@ def test_tiny_masked_model_overfits_and_regenerates_from_controls(vocab):
 
 
 def test_overlap_and_mbr_by_hand():
-    from pipeline.diffusion.generate import mbr_pick, overlap
+    from pipeline.rerank import mbr_pick, overlap
 
     # unigrams {a, b, c} vs {a, b, d}: F1 2/3; bigrams {ab, bc} vs {ab, bd}: F1 1/2
     assert overlap("a b c", "A B d") == pytest.approx((2 / 3 + 1 / 2) / 2)
@@ -175,7 +175,7 @@ def test_overlap_and_mbr_by_hand():
 
 
 def test_fluency_pick_by_hand():
-    from pipeline.diffusion.generate import fluency_pick
+    from pipeline.rerank import fluency_pick
 
     nan = float("nan")
     nll = np.array([[1.0, nan, 2.0, nan],  # draws x rows
@@ -186,7 +186,7 @@ def test_fluency_pick_by_hand():
 
 
 def test_controls_pick_by_hand():
-    from pipeline.diffusion.generate import controls_pick
+    from pipeline.rerank import controls_pick
 
     nan = float("nan")
     agreement = np.array([[1.0, 0.5, 0.5, 0.0],  # draws x rows
@@ -201,7 +201,7 @@ def test_controls_pick_by_hand():
 
 
 def test_relevance_pick_by_hand():
-    from pipeline.diffusion.generate import relevance_pick
+    from pipeline.rerank import relevance_pick
 
     nan = float("nan")
     nll = np.array([[1.0, 1.0, nan, nan, 2.0],  # draws x rows
@@ -218,7 +218,7 @@ def test_relevance_pick_by_hand():
 
 
 def test_the_draws_of_an_examples_candidates_compete_in_one_rerank():
-    from pipeline.diffusion.generate import Judges, pooled, rerank
+    from pipeline.rerank import Judges, pooled, rerank
 
     # pooled: [draws, rows] -> [group x draws, rows / group], option o = draw o % draws of the group's row o // draws
     m = np.array([[0, 1, 2, 3], [10, 11, 12, 13]])  # draw d of row i = 10 d + i
@@ -249,13 +249,14 @@ def test_complete_says_which_responses_fit_max_len(vocab):
 
     rows = [dict(r, context=["hello"]) for r in ROWS]
     n_sub = [len(r["subword_word"]) for r in rows]
-    assert complete(rows, vocab, CFG).all()
+    fits = lambda cfg: complete(encode_rows(rows, vocab, cfg, gold=False), rows)
+    assert fits(CFG).all()
     # controls + response + separators of the longest row: 2 SEP + 3 CM + its sentences + words + subwords + END
     longest = max(range(len(rows)), key=lambda i: n_sub[i])
     r = rows[longest]
     need = 2 + 3 + len(r["intents"]) + len(r["words"]) + n_sub[longest] + 1
-    assert complete(rows, vocab, dataclasses.replace(CFG, max_len=need))[longest]
-    assert not complete(rows, vocab, dataclasses.replace(CFG, max_len=need - 1))[longest]
+    assert fits(dataclasses.replace(CFG, max_len=need))[longest]
+    assert not fits(dataclasses.replace(CFG, max_len=need - 1))[longest]
 
 
 def test_agreement_by_hand():
@@ -298,8 +299,6 @@ def test_masked_edit_keeps_the_candidate_outside_the_hidden_positions(vocab, mon
     first = seen[0]
     shown = batch.is_response & (first != MASK_ID)
     assert torch.equal(first[shown], batch.ids[shown]) and 0 < int((first == MASK_ID).sum()) < int(batch.is_response.sum())
-    with pytest.raises(Exception, match="strength"):
-        sample(model, batch, Schedule(CFG.T), steps=2, strength=0.0)
 
 
 def test_minilm_init_reuses_the_pretrained_encoder_and_round_trips(vocab, tmp_path):

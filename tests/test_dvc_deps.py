@@ -69,3 +69,13 @@ def test_closure_follows_imports_transitively(tmp_path):
     # stages.segment imports pipeline.segment, which imports pipeline.models: both must be in its closure.
     files = {str(p.relative_to(ROOT)) for p in closure("stages.segment")}
     assert {"stages/segment.py", "pipeline/segment.py", "pipeline/models.py", "pipeline/progress.py"} <= files
+
+
+def test_the_diffusion_package_imports_nothing_above_it():
+    # docs/CONTRIBUTING.md: the model package is a leaf; the rerank, the judges, the taggers and the metrics sit above
+    above = ("pipeline/decoder.py", "pipeline/experiments/", "pipeline/finetune.py", "pipeline/judges.py",
+             "pipeline/metrics/", "pipeline/rerank.py", "pipeline/tagger_data.py", "pipeline/taggers.py",
+             "pipeline/tagging.py")
+    for path in sorted((ROOT / "pipeline" / "diffusion").glob("*.py")):
+        files = [str(p.relative_to(ROOT)) for p in closure(f"pipeline.diffusion.{path.stem}")]
+        assert not [f for f in files if f.startswith(above)], path.name

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pipeline import precision
-from pipeline.diffusion import generate, trainer
-from pipeline.diffusion.config import TrainConfig
-from pipeline.diffusion.generate import SampleConfig
+from pipeline.decoder import Decoder
+from pipeline.diffusion import trainer
+from pipeline.diffusion.config import SampleConfig, TrainConfig
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.params import load_params, section
 from pipeline.precision import native_bf16, precision_report, use_bf16
@@ -53,7 +53,7 @@ def test_the_default_profile_runs_nothing_in_bfloat16_without_native_support(mon
     fake_cpu(monkeypatch, "AVX2", {"amx_bf16": False, "avx512_bf16": False})
     p = load_params()
     settings = {"train_taggers": section(p, "train_taggers", TaggerParams).bf16,
-                "train": TrainConfig.from_dict(p["train"]).bf16, "sample": section(p, "sample", SampleConfig).bf16}
+                "train": section(p, "train", TrainConfig).bf16, "sample": section(p, "sample", SampleConfig).bf16}
     assert settings == {"train_taggers": "auto", "train": "auto", "sample": "auto"}
     assert not any(use_bf16(s, "cpu") for s in settings.values())
     fake_cpu(monkeypatch, "AVX512", {"amx_bf16": True})
@@ -88,5 +88,5 @@ def test_training_and_sampling_under_auto_autocast_exactly_where_native(monkeypa
     sample_cfg = SampleConfig(split="test", subset=None, steps=2, clamp=False, temperature=0.0, solver="ancestral",
                               edit_strength=0.5, num_samples=1, rerank="none", candidates=None, edit_candidates=None,
                               batch_size=2, bf16="auto")
-    generate.draw(model, vocab, rows, sample_cfg, seed=0)
+    Decoder(model, vocab, sample_cfg).draw(rows, seed=0)
     assert dtypes and set(dtypes) == {expected}

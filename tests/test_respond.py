@@ -2,26 +2,32 @@
 import io
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from pipeline.diffusion.config import ModelConfig
+from pipeline.diffusion.config import ModelConfig, SampleConfig
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.checkpoint import save_model
 from pipeline.diffusion.vocab import Vocab
 from pipeline.labels import EMOTIONS
 from pipeline.models import ENCODER_DIM, ENCODER_NAME
 from pipeline.errors import PipelineError
-from pipeline.respond import Overrides, decode_lines, parse_dialogue, read_contexts
+from pipeline.io import read_frame, write_frame
+from pipeline.params import section
+from pipeline.respond import Overrides, Responder, decode_lines, parse_dialogue, read_contexts
 from pipeline.retrieval import Index
+from pipeline.schemas import CANDIDATES, CONTROL_NAMES, CONTROLS, SAMPLES
 from pipeline.taggers import FrozenTagger
-from stages import respond
+from stages import respond, sample
 from tests.test_retrieval import controls_row
+from tests.test_trainer import SENTENCES, control_row
 
 K = 2
 
@@ -83,8 +89,8 @@ def test_editing_the_candidates_with_several_reranked_draws(artifacts):
     assert result.exit_code == 0, result.output
     first = [json.loads(line)["response"] for line in result.stdout.splitlines()]
     assert len(first) == K and run(["My dog is sick.", *args]).stdout == result.stdout  # seeded
-    for bad, message in ((["--init", "copy"], "--init copy"), (["--strength", "0"], "--strength 0"),
-                         (["--rerank", "best"], "--rerank best"),
+    for bad, message in ((["--init", "copy"], "--init copy"), (["--strength", "0"], "edit_strength=0"),
+                         (["--rerank", "best"], "rerank=best"),
                          (["--init", "candidate", "--frames", "PRONOUN,?"], "cannot be combined with --frames")):
         result = run(["My dog is sick.", *bad, *artifacts])
         assert result.exit_code == 1 and message in result.output, result.output
@@ -197,3 +203,48 @@ def test_cli_file_with_invalid_utf8_is_answered_with_a_notice(artifacts, tmp_pat
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 2 * K
     assert "notice: invalid UTF-8 on line 1," in result.stderr and "notice: NUL bytes on line 3," in result.stderr
+
+
+def test_respond_one_edits_as_stage_sample_edit_keeps(artifacts, tmp_path):
+    """respond --init candidate --one and stage sample --mode edit, on the same context and candidates with the same
+    settings, keep the same text: one decoder (pipeline.decoder.Decoder) serves both."""
+    torch.set_num_threads(1)
+    root = Path(artifacts[artifacts.index("--params") + 1]).parent
+    # a pool of several-word responses (the fixture's are one word: an edit could only keep it)
+    pool = pd.DataFrame([controls_row(f"t{i}:1", emotion=EMOTIONS[i], response=" ".join(SENTENCES[i][0]),
+                                      **{k: v for k, v in control_row(*SENTENCES[i]).items() if k != "context"})
+                         for i in range(len(SENTENCES))])
+    Index.build(pool, np.random.default_rng(1).normal(size=(len(pool), ENCODER_DIM))).save(tmp_path / "index")
+    cfg = ModelConfig(emb_dim=8, width=16, layers=1, heads=2, ffn=32, dropout=0.0, max_len=48, max_context=16, T=10)
+    vocab = Vocab.build(pool.to_dict("records"), cfg)
+    torch.manual_seed(0)
+    save_model(tmp_path / "diffusion", DiffusEmpModel(cfg, vocab).state_dict(), cfg, vocab)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sample"].update(num_samples=3, rerank="mbr", edit_candidates=K, edit_strength=0.5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    turns = ["My dog is sick.", "Oh no!", "He will not eat."]
+
+    result = run([" || ".join(turns), "--json", "--init", "candidate", "--one", "--index", str(tmp_path / "index"),
+                  "--taggers", str(root / "taggers"), "--model", str(tmp_path / "diffusion"),
+                  "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    (answer,) = [json.loads(line) for line in result.stdout.splitlines()]
+
+    sampling = section(params, "sample", SampleConfig).for_edit()
+    responder = Responder.load(tmp_path / "index", root / "taggers", tmp_path / "diffusion", sampling, seed=0)
+    candidates = pd.DataFrame([{"example_id": "q:1", "split": "test", "rank": c["rank"], "score": c["score"],
+                                "cand_example_id": c["example_id"], "cand_response": c["response"],
+                                **{name: c[name] for name in CONTROL_NAMES}}
+                               for c in responder.retrieve(turns, K, params["gamma"])])
+    write_frame(tmp_path / "candidates.parquet", candidates, CANDIDATES)
+    write_frame(tmp_path / "controls.parquet", pd.DataFrame([controls_row("q:1", split="test", context=turns)]),
+                CONTROLS)
+    result = CliRunner().invoke(sample.app, [
+        "--mode", "edit", "--candidates", str(tmp_path / "candidates.parquet"),
+        "--controls", str(tmp_path / "controls.parquet"), "--model", str(tmp_path / "diffusion"),
+        "--taggers", str(root / "taggers"), "--out", str(tmp_path / "edit.parquet"),
+        "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    (kept,) = read_frame(tmp_path / "edit.parquet", SAMPLES).to_dict("records")
+    assert len(answer["response"].split()) > 1 and answer["response"] not in set(pool["response"])  # an edit
+    assert (kept["rank"], kept["text"]) == (answer["rank"], answer["response"])

@@ -79,7 +79,7 @@ def test_assemble_systems_aligns_every_system_on_the_sampled_examples():
 
 
 def test_reranked_sources_keep_one_candidate_response_per_example():
-    from pipeline.diffusion.generate import Judges
+    from pipeline.rerank import Judges
 
     rows = [{"example_id": e, "rank": r, "cand_response": t, "context": ["hi"]}
             for e, texts in (("a", ["a long one", "short"]), ("b", ["tiny", "a longer one"])) for r, t in enumerate(texts)]
@@ -155,7 +155,7 @@ def test_report_section_and_markers(tmp_path):
     assert "Retrieval, reranked: the candidate that the same rule keeps among the top 3" in section
     assert "of each of the top 2 retrieved candidates (6 in all) (edit" in results_section(scores, {}, 3, "mbr", 2, 2)
     assert "one draw per example (of the top-1 candidate), not reranked" in results_section(scores, {}, 6, "none", 1, 3)
-    from pipeline.diffusion.generate import RERANKS
+    from pipeline.diffusion.config import RERANKS
     assert set(RERANK_JUDGES) == set(RERANKS)  # every rule says what it reads
     readme = f"# Title\n\n{BEGIN}\nold table\n{END}\n\nMore text.\n"
     out = replace_section(readme, "NEW")

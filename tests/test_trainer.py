@@ -1,5 +1,6 @@
 """The training loop (seeded sharded data order, exact resume after a kill, identical DDP replicas under gloo) and the
 generation helpers of the sample stage."""
+import dataclasses
 import math
 import os
 
@@ -9,9 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pipeline.decoder import Decoder
 from pipeline.diffusion import evaluate, trainer
-from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.generate import Judges, SampleConfig, eval_subset, generate, relevance_pick
+from pipeline.diffusion.config import ModelConfig, SampleConfig
 from pipeline.diffusion.inputs import collate
 from pipeline.diffusion.inputs import Role
 from pipeline.diffusion.model import DiffusEmpModel
@@ -23,7 +24,10 @@ from pipeline.diffusion.inputs import encode_rows
 from pipeline.diffusion.trainer import DataOrder, train
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
+from pipeline.params import check
+from pipeline.rerank import Judges, relevance_pick
 from pipeline.segment import wordpiece_align
+from pipeline.subset import eval_subset
 
 CFG = ModelConfig(emb_dim=16, width=32, layers=2, heads=2, ffn=64, dropout=0.1, max_len=48, max_context=8, T=50)
 SENTENCES = [
@@ -67,7 +71,7 @@ def test_lr_warms_up_then_decays_linearly_to_zero():
     assert [round(cfg.lr_at(s), 9) for s in (0, 1, 3, 5, 9)] == [2.5e-4, 4.5e-4, 7e-4, 5e-4, 1e-4]
     assert TrainConfig(steps=10, batch_size=1, lr=1e-3).lr_at(7) == 1e-3  # no warm-up, no decay: constant
     with pytest.raises(PipelineError, match=r"`train.lr_decay` is 'cosine', expected one of 'none', 'linear'"):
-        TrainConfig.from_dict({"steps": 10, "batch_size": 1, "lr_decay": "cosine"})
+        check({"steps": 10, "batch_size": 1, "lr_decay": "cosine"}, TrainConfig, "train", defaults=True)
 
 
 def test_data_order_shards_partition_the_single_process_batch_and_epochs_are_permutations():
@@ -199,6 +203,11 @@ def test_eval_subset_is_seeded_and_order_free():
     assert eval_subset(ids, None, seed=7) == sorted(ids)
 
 
+def generate(model, vocab, rows, cfg, seed, edit=False, judges=Judges()) -> list[str]:
+    """One kept text per row, each row alone (the decoder with group 1)."""
+    return [text for _, text in Decoder(model, vocab, cfg, judges)(rows, seed, edit)]
+
+
 def test_generate_returns_one_reproducible_text_per_row_in_order():
     torch.set_num_threads(1)
     vocab, _, _ = tiny_setup()
@@ -269,7 +278,7 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
     # Strength 1/3 of 3 respaced steps: one reverse step, from the candidate's embeddings noised to that step.
     seen, forward = [], model.forward
     model.forward = lambda x, t, mask, prev=None: seen.append((x.clone(), t.clone())) or forward(x, t, mask, prev)
-    generate(model, vocab, rows, one, seed=5, strength=1 / 3)
+    generate(model, vocab, rows, dataclasses.replace(one, edit_strength=1 / 3), seed=5, edit=True)
     schedule = Schedule(CFG.T).respace(3)
     (x, t), = seen
     batch = collate(encode_rows(sorted(rows, key=lambda r: len(r["subword_ids"])), vocab, CFG))

@@ -2,8 +2,8 @@
 families (ModelConfig.family): the paper's continuous diffusion over embeddings, and masked (absorbing-state) discrete
 diffusion over WordPieces.
 
-Read in this order:
-- config.py     ModelConfig / TrainConfig: the model and train sections of params.yaml.
+A leaf: it imports nothing of the taggers, the judges or the metrics. Read in this order:
+- config.py     ModelConfig / TrainConfig / SampleConfig: the model, train and sample sections of params.yaml.
 - vocab.py      Vocab: WordPiece ids + our own control and special tokens; the (reduced) output vocabulary.
 - inputs.py     encode_example / encode_rows / collate: context | SEP | CM IT.. SF.. | SEP | response END | pad, with
                 per-position role, sentence and word ids.
@@ -12,14 +12,14 @@ Read in this order:
 - model.py      the denoisers of both families and build_model.
 - sampler.py    sample / decode: ancestral (continuous) or confidence-ordered unmasking (masked); from noise or
                 from a candidate response (retrieve-and-edit).
-- generate.py   SampleConfig (the sample section); batched generation from control rows, several draws reranked
-                (MBR or fluency); the scored test subset.
+- generate.py   draw: several seeded draws per encoded control row, batched by length; complete: which rows hold
+                their whole response.
 - checkpoint.py the training state on disk and the trained model folder (save_model / load_model).
 Training only (inference imports none of these):
 - losses.py     training_loss of each family.
 - ema.py        the EMA of the weights (torch's AveragedModel).
 - evaluate.py   held-out loss, one-shot accuracy per quarter of t, sampling accuracy of the EMA weights.
 - trainer.py    the loop: data order, checkpoints, DDP.
-- sweep.py      quality per training minute of candidate designs.
-- bench.py      throughput figures (it times training steps, so it needs losses.py).
+Above it: pipeline/rerank.py (which draw is kept), pipeline/decoder.py (draw + rerank in one call), pipeline/subset.py
+(the scored examples), pipeline/experiments/ (the benchmark and the sweeps).
 """

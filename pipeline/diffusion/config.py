@@ -1,21 +1,20 @@
-"""The model and training settings of the diffusion package, one dataclass per params.yaml section: ModelConfig
-(`model`, saved with the checkpoint) and TrainConfig (`train`). Each is checked key by key and type by type
-(pipeline.params.check) and value by value in __post_init__: a bad setting is one PipelineError line. The sampler's
-settings (`sample`) are generate.py's SampleConfig: training does not depend on them."""
+"""The settings of the diffusion package, one dataclass per params.yaml section: ModelConfig (`model`, saved with the
+checkpoint), TrainConfig (`train`) and SampleConfig (`sample`). Each is checked key by key and type by type
+(pipeline.params.check) and value by value in __post_init__: a bad setting is one PipelineError line."""
+import dataclasses
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pipeline.errors import PipelineError
 from pipeline.labels import SIGNALS
 from pipeline.params import check
 from pipeline.precision import Bf16
 
-FAMILIES = ("continuous", "masked")
 MASKS = ("control_range", "full")  # "full" is the paper's "w/o Mask" ablation
-VOCABS = ("reduced", "full")  # output vocabulary: WordPiece ids seen in training responses, or all of them
-# The rounding cross-entropy -log p(w | .) with the head tied to the embedding, scored on: "prediction" = the model's x0
-# estimate (Difformer's anchor loss), "embedding" = the noisy embedding y0 (DiffuSeq), or "none" (Eq. 7 alone).
-ROUNDINGS = ("prediction", "embedding", "none")
+# Which of several draws is kept (pipeline.rerank): the first, the MBR choice, the most fluent, the one that keeps its
+# controls, or the most fluent and relevant. RERANKS lists them for messages.
+Rerank = Literal["none", "mbr", "fluency", "controls", "relevance"]
+RERANKS = get_args(Rerank)
 MINILM_SHAPE, MINILM_LAYERS = (384, 12, 1536), 6  # all-MiniLM-L6-v2: (width, heads, ffn) and its layers
 
 
@@ -84,7 +83,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """Build from a params.yaml section or a saved to_dict(); unknown keys are an error (typos hide ablations)."""
+        """Build from a saved to_dict() (a model's config.json; a key it predates takes its default); unknown keys are
+        an error. params.yaml's `model` section is read strictly, by pipeline.params.section."""
         return check(d, cls, "model", defaults=True)
 
     def to_dict(self) -> dict:
@@ -135,12 +135,60 @@ class TrainConfig:
             raise PipelineError(f"params.yaml `train`: steps={self.steps}, batch_size={self.batch_size}, lr={self.lr} "
                                 "(all must be positive)")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return check(d, cls, "train", defaults=True)
-
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step `step` (0-based)."""
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         decay = max(0.0, 1 - step / self.steps) if self.lr_decay == "linear" else 1.0
         return self.lr * warm * decay
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """params.yaml `sample`: which examples are generated and how.
+
+    split / subset: the examples (subset seeded; null = the whole split). steps: reverse steps (continuous: null = the
+    full T-step ancestral sampler, fewer = respaced; masked: unmasking steps, null = one token per step). clamp:
+    (continuous) clamp the predicted x0 to the nearest embedding at every step. temperature: (masked) 0 = the most
+    probable token, > 0 = Gumbel sampling at that temperature. solver: (continuous) the reverse process,
+    sampler.SOLVERS: ancestral or dpm++2m (DPM-Solver++, deterministic). edit_strength: the `edit` mode starts from each
+    candidate's own response at this strength (sampler.py; 1 = from noise). num_samples: seeded draws per control
+    row, of which `rerank` keeps one (RERANKS). candidates: how many of each example's retrieved candidates the
+    `retrieved` mode generates from (rank < candidates; null = all retrieve.k); edit_candidates: the same for the
+    `edit` mode. The draws of all of an example's candidates compete in one rerank, which keeps one text per example
+    (with `rerank` none: draw 0 of the first candidate). batch_size: control rows per forward pass, each with all its
+    num_samples draws. bf16: run the denoiser under bfloat16 autocast (float32 probabilities): true, false or auto
+    (where the device computes bfloat16 natively).
+    """
+
+    split: Literal["train", "valid", "test"]
+    subset: int | None
+    steps: int | None
+    clamp: bool
+    temperature: float
+    solver: Literal["ancestral", "dpm++2m"]
+    edit_strength: float
+    num_samples: int
+    rerank: Rerank
+    candidates: int | None
+    edit_candidates: int | None
+    batch_size: int
+    bf16: Bf16
+
+    def __post_init__(self):
+        if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
+                or not 0 < self.edit_strength <= 1 or self.num_samples < 1 or self.rerank not in RERANKS
+                or any(c is not None and c < 1 for c in (self.candidates, self.edit_candidates))):
+            raise PipelineError(f"sample settings (params.yaml `sample`, respond's options): steps={self.steps}, "
+                                f"batch_size={self.batch_size}, temperature={self.temperature}, edit_strength="
+                                f"{self.edit_strength}, num_samples={self.num_samples}, rerank={self.rerank}, "
+                                f"candidates={self.candidates}, edit_candidates={self.edit_candidates} (steps, "
+                                "batch_size, num_samples, candidates, edit_candidates >= 1; temperature >= 0; "
+                                f"edit_strength in (0, 1]; rerank one of {', '.join(RERANKS)})")
+
+    def for_edit(self) -> "SampleConfig":
+        """The settings of the `edit` mode: its candidates are edit_candidates."""
+        return dataclasses.replace(self, candidates=self.edit_candidates)
+
+    def candidates_of(self, k: int) -> int:
+        """How many of an example's k candidates are generated from (candidates null: all k)."""
+        return min(self.candidates or k, k)

@@ -7,8 +7,8 @@ response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps0 (Diffusion-LM's q(x0
 - prior: ||sqrt(alpha_bar_T) y0||^2, the mean of q(x_T | y0) against the N(0, I) prior: the regulariser R(||x0||^2);
 - rounding (cfg.rounding): -log p(w^y | .) with the tied rounding head, scored on
   "embedding" (the default): y0, DiffuSeq's decoder NLL, the authors' objective; it guards against the embeddings
-    collapsing (which the MSE alone would reward). With N(0, 1) 128-d embeddings the tied logits of y0 separate the
-    gold token by ~80 nats, so the term is ~0 and gives no gradient (it logged 0.0000 for 1,500 steps);
+    collapsing (which the MSE alone would reward). With N(0, 1) embeddings the tied logits of y0 separate the gold
+    token by a wide margin, so the term is ~0 and gives no gradient (the figures: docs/diffusion.md);
   "prediction": the model's x0 estimate f(x_t, t) (Difformer's anchor loss): sharper one-shot predictions, but it
     pulls f away from the MMSE estimate the reverse step needs, and sampling got worse (docs/diffusion.md);
   "none": Eq. 7 alone.

@@ -48,8 +48,6 @@ def sample(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int 
     autocast (probabilities and the chain's state stay float32).
     -> per example, the generated WordPiece ids in order, up to (not including) the first END.
     """
-    if not 0 < strength <= 1:
-        raise PipelineError(f"init strength {strength} is not in (0, 1]: fix sample.edit_strength / --strength")
     was_training = model.training
     model.eval()
     with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -141,9 +139,9 @@ def unmask(model: torch.nn.Module, batch: Batch, steps: int | None, temperature:
            strength: float = 1.0) -> torch.Tensor:
     """Masked family -> model ids [N] of all response positions, row-major.
 
-    A row runs the model only at the steps where it reveals something (with fewer hidden positions than steps, most
-    steps reveal nothing in a given row), and only its hidden positions are scored: what a row reveals depends on its
-    own sequence alone, so skipping the rest changes no output.
+    A row runs the model only at the steps where it reveals something (a row with fewer hidden positions than steps
+    has steps that reveal nothing), and only its hidden positions are scored: what a row reveals depends on its own
+    sequence alone, so skipping the rest changes no output.
     """
     cfg = model.cfg
     attn = control_range_mask(batch, cfg.mask, cfg.signals)  # [B, 1, L, L]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.inputs import Batch
 from pipeline.errors import PipelineError
 
@@ -94,6 +95,11 @@ class Schedule:
         self.dpm_h = torch.cat([zero, self.log_snr[:-1] - self.log_snr[1:]])
         self.dpm_ratio = torch.cat([zero, sigma[:-1] / sigma[1:]])
         self.dpm_gain = torch.cat([zero, alpha[:-1] * -torch.expm1(-self.dpm_h[1:])])
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "Schedule":
+        """The training schedule of a model: its T steps and noise_offset."""
+        return cls(cfg.T, cfg.noise_offset)
 
     def __len__(self) -> int:
         """K: the number of reverse steps."""

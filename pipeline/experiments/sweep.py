@@ -14,12 +14,13 @@ in the designs file), labelled as such (`cpu_minutes_est`).
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from pipeline.diffusion.bench import matmul_peak_gflops, training_throughput
 from pipeline.diffusion.checkpoint import config_fingerprint
 from pipeline.diffusion.config import ModelConfig, TrainConfig
 from pipeline.diffusion.inputs import collate, encode_rows
@@ -28,9 +29,47 @@ from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.trainer import train
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
+from pipeline.experiments.bench import matmul_peak_gflops, training_throughput
 from pipeline.metrics.relevance import fluency_ppl
+from pipeline.params import check, value
 from pipeline.precision import use_bf16
 from pipeline.progress import log
+
+
+@dataclass(frozen=True)
+class Designs:
+    """A designs file (sweeps/*.yaml). designs: name -> overrides of params.yaml's `model` and `train` sections
+    (`merged`); minutes or steps (exactly one): the marks, in training minutes or optimizer steps; valid_examples: the
+    valid examples scored at each mark; cpu_examples_per_s: name -> the design's training speed on the default CPU
+    machine class, for the CPU-minute estimate of a sweep in steps (`cpu_minutes`)."""
+
+    designs: dict
+    minutes: list[float] | None = None
+    steps: list[float] | None = None
+    valid_examples: int = 64
+    cpu_examples_per_s: dict | None = None
+
+    def __post_init__(self):
+        if not self.designs or (self.minutes is None) == (self.steps is None) or not (self.minutes or self.steps):
+            raise PipelineError("a designs file needs `minutes:` or `steps:` (a list of marks) and `designs:` (name -> "
+                                "overrides of the model/train sections)")
+
+    @classmethod
+    def load(cls, path) -> "Designs":
+        """The checked designs file at `path` (a missing optional key takes its default). pipeline.params.check
+        names params.yaml in its errors: they name this file instead."""
+        try:
+            return check(yaml.safe_load(Path(path).read_text()) or {}, cls, "designs file", defaults=True)
+        except PipelineError as err:
+            raise PipelineError(str(err).replace("params.yaml", str(path), 1)) from None
+
+    @property
+    def unit(self) -> str:
+        return "minutes" if self.minutes is not None else "steps"
+
+    @property
+    def marks(self) -> list[float]:
+        return [float(m) for m in self.minutes or self.steps]
 
 
 def merged(base: dict, overrides: dict) -> dict:
@@ -51,7 +90,7 @@ def run_design(name: str, params: dict, overrides: dict, train_rows: list[dict],
     fluency_nll: None leaves fluency_ppl NaN (score the saved texts later: `fluency_column`). The CPU-minute estimate
     is added to the whole table by `cpu_minutes`."""
     p = merged(params, overrides)
-    model_cfg, seed = ModelConfig.from_dict(p["model"]), p["seed"]
+    model_cfg, seed = check(p["model"], ModelConfig, "model"), value(p, "seed", int)
     train_base = {**p["train"], "checkpoint_every_s": 0, "checkpoint_every_steps": 0}
     if unit == "minutes":  # enough steps never to be the limit; the minutes stop each leg
         train_base["steps"] = max(int(train_base["steps"]), 10 ** 7)
@@ -59,13 +98,13 @@ def run_design(name: str, params: dict, overrides: dict, train_rows: list[dict],
     examples, valid = encode_rows(train_rows, vocab, model_cfg), encode_rows(valid_rows, vocab, model_cfg)
     torch.manual_seed(seed)
     model = build_model(model_cfg, vocab).to(device)
-    schedule = Schedule(model_cfg.T, model_cfg.noise_offset)
+    schedule = Schedule.from_config(model_cfg)
     checkpoint = workdir / f"{name}.pt"
     checkpoint.unlink(missing_ok=True)
     rows = []
     for mark in marks:
         leg = {**train_base, **({"max_minutes": mark} if unit == "minutes" else {"steps": int(mark)})}
-        cfg = TrainConfig.from_dict(leg)
+        cfg = check(leg, TrainConfig, "train")
         result = train(model, examples, schedule, cfg, seed, checkpoint, config_fingerprint(model_cfg, cfg, seed, vocab),
                        valid)
         s = result.summary
@@ -102,14 +141,15 @@ def fluency_column(table, fluency_nll: Callable[[list[str]], np.ndarray]):
 
 def design_speed(params: dict, overrides: dict, train_rows: list[dict], steps: int, device: torch.device) -> dict:
     """Training speed of a design on this machine: `steps` timed AdamW steps (after one warm-up) on a seeded batch
-    of real training rows (bench.training_throughput) -> its figures (examples_per_s, ...)."""
+    of real training rows, in the precision of the design's train.bf16 (bench.training_throughput) -> its figures
+    (examples_per_s, ...)."""
     p = merged(params, overrides)
-    model_cfg, batch_size = ModelConfig.from_dict(p["model"]), int(p["train"]["batch_size"])
+    model_cfg, train_cfg = check(p["model"], ModelConfig, "model"), check(p["train"], TrainConfig, "train")
+    seed, bf16 = value(p, "seed", int), use_bf16(train_cfg.bf16, device)
     vocab = Vocab.build(train_rows, model_cfg)
-    pick = np.random.default_rng(p["seed"]).choice(len(train_rows), size=batch_size, replace=False)
+    pick = np.random.default_rng(seed).choice(len(train_rows), size=train_cfg.batch_size, replace=False)
     batch = collate(encode_rows([train_rows[i] for i in pick], vocab, model_cfg)).to(device)
-    torch.manual_seed(p["seed"])
+    torch.manual_seed(seed)
     model = build_model(model_cfg, vocab).to(device)
-    bf16 = use_bf16(TrainConfig.from_dict(p["train"]).bf16, device)
-    return training_throughput(model, batch, Schedule(model_cfg.T, model_cfg.noise_offset), steps,
-                               matmul_peak_gflops(device, bf16), bf16)
+    return training_throughput(model, batch, Schedule.from_config(model_cfg), steps, matmul_peak_gflops(device, bf16),
+                               bf16)

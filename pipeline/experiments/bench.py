@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.diffusion.generate import Judges, SampleConfig, draw, rerank
+from pipeline.decoder import Decoder
+from pipeline.diffusion.config import SampleConfig
 from pipeline.diffusion.inputs import Batch, Example, collate, encode_rows
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.trainer import adamw
-from pipeline.diffusion.vocab import Vocab
 from pipeline.precision import Bf16, precision_name, precision_report, use_bf16
 
 
@@ -109,17 +109,15 @@ def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
             "responses_per_s": round(len(batch) / seconds, 3)}
 
 
-def decoding_throughput(model: nn.Module, vocab: Vocab, rows: Sequence[Mapping], cfg: SampleConfig,
-                        judges: Judges) -> dict:
-    """Responses/s of the whole default decoding as stage `sample` runs it for each of `rows` (control-source rows):
-    cfg.num_samples draws of cfg.steps steps of each of its cfg.candidates candidates (an int: the row itself stands in
-    for each, the same work as distinct candidates of its length), one kept by cfg.rerank over them all (the
+def decoding_throughput(decoder: Decoder, rows: Sequence[Mapping], group: int) -> dict:
+    """Responses/s of the whole default decoding as stage `sample` runs it (the decoder's settings and judges) for
+    each of `rows` (control-source rows): decoder.cfg.num_samples draws of each of `group` candidates (the row itself
+    stands in for each, the same work as distinct candidates of its length), one kept by the rerank over them all (the
     reranker's own scoring included)."""
-    device = next(model.parameters()).device
-    group = cfg.candidates
+    cfg = decoder.cfg
     candidates = [row for row in rows for _ in range(group)]
-    seconds = timed(lambda: rerank(draw(model, vocab, candidates, cfg, seed=0), candidates, cfg.rerank, judges, group),
-                    device, 1, warmup=False)
+    seconds = timed(lambda: decoder(candidates, seed=0, group=group), next(decoder.model.parameters()).device, 1,
+                    warmup=False)
     return {"steps": cfg.steps, "candidates": group, "num_samples": cfg.num_samples, "rerank": cfg.rerank,
             "responses": len(rows), "seconds": round(seconds, 2), "responses_per_s": round(len(rows) / seconds, 3)}
 
@@ -132,19 +130,19 @@ def peak_memory_mb(device: torch.device) -> dict:
     return out
 
 
-def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sample_rows: list[dict],
-              train_steps: int, train_bf16: Bf16, sample_steps: Sequence[int | None], sampling: SampleConfig,
-              judges: Judges) -> dict:
+def run_bench(decoder: Decoder, train_examples: list[Example], sample_rows: list[dict], candidates: int,
+              train_steps: int, train_bf16: Bf16, sample_steps: Sequence[int | None]) -> dict:
     """All figures for metrics/bench.json.
 
-    train_examples: one training batch (gold responses), timed in the precision that `train.bf16` (train_bf16) gives
-    on this device, against the matmul peak of that precision (both peaks are reported). sample_rows: control rows
-    (with `context`) of one sampling batch, sampled once per entry of sample_steps (the sampler alone: one draw, no
-    rerank), then by the whole default decoding (sampling.steps, num_samples draws of each of sampling.candidates
-    candidates, the rerank; judges: the models of the rerank rule).
+    decoder: the trained model with the `sample` settings and the judges of its rerank rule. train_examples: one
+    training batch (gold responses), timed in the precision that `train.bf16` (train_bf16) gives on this device,
+    against the matmul peak of that precision (both peaks are reported). sample_rows: control rows (with `context`)
+    of one sampling batch, sampled once per entry of sample_steps (the sampler alone: one draw, no rerank), then by
+    the whole default decoding (num_samples draws of each of `candidates` candidates, the rerank).
     """
+    model, vocab, sampling = decoder.model, decoder.vocab, decoder.cfg
     device = next(model.parameters()).device
-    schedule = Schedule(model.cfg.T, model.cfg.noise_offset)
+    schedule = Schedule.from_config(model.cfg)
     bf16 = use_bf16(train_bf16, device)
     peaks = {precision_name(b): round(matmul_peak_gflops(device, b), 2) for b in (False, True)}
     out = {**precision_report(bf16, device), "threads": torch.get_num_threads(), "matmul_peak_gflops": peaks,
@@ -153,6 +151,6 @@ def run_bench(model: nn.Module, vocab: Vocab, train_examples: list[Example], sam
                                         peaks[precision_name(bf16)], bf16)}
     batch = collate(encode_rows(sample_rows, vocab, model.cfg, gold=False)).to(device)
     out["sample"] = [sampling_throughput(model.eval(), batch, schedule, steps, sampling) for steps in sample_steps]
-    out["decoding_default"] = decoding_throughput(model.eval(), vocab, sample_rows, sampling, judges)
+    out["decoding_default"] = decoding_throughput(decoder, sample_rows, candidates)
     out["peak_memory"] = peak_memory_mb(device)
     return out
