@@ -122,6 +122,13 @@ def test_score_system_by_hand():
     # Outputs "oh no that is" and "" against controls "oh no that is bad" (ER) and "wow great" (ER).
     assert gen["acc_cm_er"] == 50.0 and gen["acc_cm_ip"] == 100.0 and gen["acc_cm"] == pytest.approx(250 / 3)
     assert gen["acc_it"] == 50.0  # the empty output misses its one sentence
+    # F1-CM: ER tagged (present, absent) against (present, present): present F1 2/3, absent F1 0 (one false
+    # "absent"); IP and EX absent everywhere: F1 100. F1-IT: neutral TP 1, FN 1 (the missing sentence): 2/3.
+    assert gen["f1_cm_er"] == pytest.approx(100 / 3) and gen["f1_cm_ip"] == gen["f1_cm_ex"] == 100.0
+    assert gen["f1_cm"] == pytest.approx((100 / 3 + 200) / 3) and gen["f1_it"] == pytest.approx(200 / 3)
+    assert (human["f1_cm"], human["f1_it"]) == (100.0, 100.0)
+    assert list(per["it_tagged"]) == [["neutral"], []] and list(per["it_control"]) == [["neutral"], ["neutral"]]
+    assert list(per["cm_er_tagged"]) == [True, False] and list(per["cm_er_control"]) == [True, True]
     assert gen["f1_sf"] == pytest.approx(100 * 2 * 4 / (4 + 7))  # 4 of 4 tagged labels, 4 of 5 + 2 control labels
     assert list(per["n_tokens"]) == [4, 0] and list(per["it_total"]) == [1, 1]
     assert gen["self_bleu_5"] == 0.0  # nothing shared with the empty output
