@@ -18,9 +18,9 @@ import typer
 import yaml
 from dvc.api import read as dvc_read
 
+from pipeline.cli import guard  # first: it sets HF_HUB_OFFLINE before anything imports a model hub client
 from pipeline.ablations import (BEGIN, END, PER_EXAMPLE_PATH, TIMINGS_PATH, VARIANTS, AblationParams, collect,
                                 experiments, queue_commands, stale_stages, tables_section)
-from pipeline.cli import guard
 from pipeline.diffusion.config import TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
