@@ -6,7 +6,8 @@ VARIANTS entry, every one under the study's budget (params.yaml `ablations`, `fu
 experiment reruns training, sampling, bench, scoring and the report, never the taggers or retrieval.
 
 Collect (`python -m stages.ablations collect`): each experiment's metrics/scores.json as `dvc exp show --json` reports
-it, and its data/scores/per_example.parquet read through DVC at the experiment's revision, give
+it, and its data/scores/per_example.parquet and data/scores/labels.parquet read through DVC at the experiment's
+revision and joined on (system, example_id), give
 - per variant, the Table 4 / 5 / 2 metrics of its `diffusemp` system (generated from the retrieved controls);
 - per variant, the paired bootstrap 95% interval of its difference from `full`: the examples are resampled with
   replacement `resamples` times, the same draws for every variant, and each metric is recomputed on a draw from the
@@ -14,6 +15,7 @@ it, and its data/scores/per_example.parquet read through DVC at the experiment's
 Dist-n has no interval (distinct n-grams of a resample with repeated examples are not those of a sample), and
 self-BLEU's is conditional on the reference set (each output's BLEU against all the other outputs, resampled as is).
 """
+import io
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,11 +30,14 @@ from pipeline.metrics.control import (CM_COLUMNS, cm_accuracy, cm_confusion, cm_
 from pipeline.metrics.relevance import miscore
 from pipeline.report import COLUMNS, PAPER_TABLE2, cell
 from pipeline.schemas import SCORES
+from pipeline.scoring import SCORE_LABELS
 
 BEGIN, END = "<!-- ablations:begin -->", "<!-- ablations:end -->"
 SYSTEM = "diffusemp"  # the system every table compares: generated from the retrieved candidates' controls
 SCORES_PATH = "metrics/scores.json"  # as dvc exp show names the metrics file
-PER_EXAMPLE_PATH = "data/scores/per_example.parquet"
+PER_EXAMPLE_PATH = "data/scores/per_example.parquet"  # schema SCORES
+LABELS_PATH = "data/scores/labels.parquet"  # schema pipeline.scoring.SCORE_LABELS
+KEYS = ["system", "example_id"]
 TIMINGS_PATH = "metrics/timings/train_diffusion.json"
 # The stages an experiment may rerun (a foreach stage by its name); the study's overrides must touch no other's params.
 STUDY_STAGES = ("train_diffusion", "sample", "bench", "score", "report")
@@ -134,7 +139,8 @@ def experiments(shown: list, names: Iterable[str]) -> dict[str, dict]:
 
 
 def example_arrays(per: pd.DataFrame) -> dict[str, np.ndarray]:
-    """SCORES rows of one system (N examples) -> the per-example counts STATISTICS read, each [N, ...]."""
+    """Rows of one system (N examples) with the SCORES and SCORE_LABELS columns -> the per-example counts STATISTICS
+    read, each [N, ...]."""
     tagged, control = (per[[f"{c}_{side}" for c in CM_COLUMNS]].to_numpy(bool) for side in ("tagged", "control"))
     return {"cm_ok": cm_matches(tagged, control), "cm_confusion": cm_confusion(tagged, control),
             "it": per[["it_correct", "it_total"]].to_numpy(int),
@@ -168,7 +174,7 @@ def resampled(arrays: Mapping[str, np.ndarray], draws: np.ndarray) -> np.ndarray
 
 def paired_bootstrap(frames: Mapping[str, pd.DataFrame], resamples: int,
                      seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, dict[str, float]]]:
-    """frames: variant -> SCORES rows of its SYSTEM, `full` among them, all on the same examples ->
+    """frames: variant -> rows of its SYSTEM (`check_scores`), `full` among them, all on the same examples ->
     {variant but full: {metric: {"delta": its value - full's on all examples, "low", "high": the 2.5th and 97.5th
     percentiles of that difference over `resamples` draws of the examples with replacement, the same draws for every
     variant}}}."""
@@ -192,17 +198,47 @@ def paired_bootstrap(frames: Mapping[str, pd.DataFrame], resamples: int,
     return out
 
 
+def missing_columns(frame: pd.DataFrame, names: Iterable[str]) -> list[str]:
+    return [c for c in names if c not in frame.columns]
+
+
+def join_labels(scores: pd.DataFrame, labels: pd.DataFrame, name: str) -> pd.DataFrame:
+    """An experiment's per-example table (SCORES) and its labels table (SCORE_LABELS), joined one-to-one on
+    (system, example_id) -> one frame with the columns of both."""
+    for path, frame, schema in ((PER_EXAMPLE_PATH, scores, SCORES), (LABELS_PATH, labels, SCORE_LABELS)):
+        missing = missing_columns(frame, schema.names)
+        if missing:
+            raise PipelineError(f"{path} of experiment {name!r} lacks {missing}: rerun it with this code")
+    keys = [set(map(tuple, f[KEYS].itertuples(index=False))) for f in (scores, labels)]
+    duplicated = [p for p, f, k in ((PER_EXAMPLE_PATH, scores, keys[0]), (LABELS_PATH, labels, keys[1]))
+                  if len(k) != len(f)]
+    if duplicated or keys[0] != keys[1]:
+        why = (f"{duplicated[0]} repeats a (system, example_id)" if duplicated else
+               f"they differ in {len(keys[0] ^ keys[1])} (system, example_id) rows (e.g. {min(keys[0] ^ keys[1])})")
+        raise PipelineError(f"{PER_EXAMPLE_PATH} and {LABELS_PATH} of experiment {name!r} do not match one-to-one: "
+                            f"{why}; rerun its stage score")
+    return scores[SCORES.names].merge(labels[SCORE_LABELS.names], on=KEYS, how="inner", validate="one_to_one")
+
+
+def experiment_scores(name: str, read: Callable[[str], bytes]) -> pd.DataFrame:
+    """read: repository path -> the file's bytes at the experiment's revision (stage ablations: `dvc.api.read`) ->
+    its per-example scores joined with its labels (`join_labels`)."""
+    return join_labels(*(pd.read_parquet(io.BytesIO(read(p))) for p in (PER_EXAMPLE_PATH, LABELS_PATH)), name)
+
+
 def check_scores(per: pd.DataFrame, name: str) -> pd.DataFrame:
-    """The SYSTEM rows of an experiment's per-example table, after checking it has the SCORES columns."""
-    missing = [c for c in SCORES.names if c not in per.columns]
+    """The SYSTEM rows of an experiment's joined table (`experiment_scores`), after checking it has the SCORES and
+    SCORE_LABELS columns."""
+    missing = missing_columns(per, [*SCORES.names, *SCORE_LABELS.names])
     if missing:
-        raise PipelineError(f"{PER_EXAMPLE_PATH} of experiment {name!r} lacks {missing}: rerun it with this code")
+        raise PipelineError(f"the scores of experiment {name!r} lack {missing}: rerun it with this code")
     return per[per["system"] == SYSTEM]
 
 
 def collect(found: Mapping[str, dict], frames: Mapping[str, pd.DataFrame], train_minutes: Mapping[str, float],
             study: AblationParams) -> dict:
-    """found: `experiments`; frames: variant -> its per-example table; train_minutes: variant -> training time ->
+    """found: `experiments`; frames: variant -> its per-example table joined with its labels (`experiment_scores`);
+    train_minutes: variant -> training time ->
     metrics/ablations.json: the budget, then per variant its revision, settings, metrics (every scores.json entry of
     SYSTEM) and, but for full, the bootstrap intervals of its differences (`paired_bootstrap`)."""
     per = {name: check_scores(frames[name], name) for name in VARIANTS}

@@ -106,7 +106,7 @@ SAMPLES = pa.schema([
 
 # data/scores/per_example.parquet: one row per (system, example) scored by stage `score` (definitions: docs/metrics.md).
 SCORES = pa.schema([
-    ("system", _str),  # pipeline.scoring.SYSTEMS
+    ("system", _str),  # human | retrieval | diffusemp | diffusemp_oracle
     ("example_id", _str),
     ("text", _str),
     ("n_tokens", _i32),  # lower-cased spaCy words
@@ -114,10 +114,7 @@ SCORES = pa.schema([
     ("mi_nll", _f32),  # mean NLL (nats) of the context tokens given the text; MIScore = exp(mi_nll)
     ("self_bleu", _f32),  # BLEU-5 against the system's other outputs, in [0, 1]
     ("cm_er_ok", _bool), ("cm_ip_ok", _bool), ("cm_ex_ok", _bool),
-    ("cm_er_tagged", _bool), ("cm_ip_tagged", _bool), ("cm_ex_tagged", _bool),  # the output's re-tagged CM
-    ("cm_er_control", _bool), ("cm_ip_control", _bool), ("cm_ex_control", _bool),  # the CM it was given
     ("it_correct", _i32), ("it_total", _i32),
-    ("it_tagged", _strs), ("it_control", _strs),  # one intent per output sentence; the intents it was given
     ("sf_overlap", _i32), ("sf_tagged", _i32), ("sf_control", _i32),
     ("p_er", _f32), ("p_ip", _f32), ("p_ex", _f32),
 ])

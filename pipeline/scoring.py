@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.diffusion.generate import Judges, group_size, rerank
 from pipeline.errors import PipelineError
@@ -35,6 +36,19 @@ from pipeline.schemas import CONTROL_NAMES
 
 SYSTEMS = ("human", "retrieval", "retrieval_reranked", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
 P_CM = [f"p_{m}" for m in MECHANISMS]
+
+# data/scores/labels.parquet: one row per (system, example) of data/scores/per_example.parquet (schema SCORES), the
+# labels its F1-CM / F1-IT were computed from, which the ablation study's paired bootstrap recomputes them from
+# (pipeline.ablations). Declared here, in the module that builds it, and not in pipeline/schemas.py: every stage depends
+# on the schema module, so adding this table there would have rerun the whole pipeline for outputs that do not change.
+SCORE_LABELS = pa.schema([
+    ("system", pa.string()),
+    ("example_id", pa.string()),
+    *[(f"{c}_tagged", pa.bool_()) for c in CM_COLUMNS],  # the output's re-tagged CM (cm_er, cm_ip, cm_ex)
+    *[(f"{c}_control", pa.bool_()) for c in CM_COLUMNS],  # the CM it was given
+    ("it_tagged", pa.list_(pa.string())),  # one intent per output sentence
+    ("it_control", pa.list_(pa.string())),  # the intents it was given
+])
 
 
 @dataclass(frozen=True)
@@ -134,7 +148,8 @@ def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates
 
 
 def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame, dict]:
-    """Score one system's outputs (an `assemble_systems` frame) -> (SCORES rows without `system`, summary metrics).
+    """Score one system's outputs (an `assemble_systems` frame) -> (rows with the SCORES and SCORE_LABELS columns but
+    `system`, summary metrics).
 
     Summary keys: bertscore_f1_minilm (0-1), miscore_smollm2, fluency_ppl_smollm2, empty_outputs, bleu4_to_source
     (x 100: against the response the controls came from; the candidate for retrieval-controlled systems), acc_cm and
@@ -192,7 +207,8 @@ def mean(values) -> float:
 
 
 def score_systems(systems: dict[str, pd.DataFrame], scorers: Scorers) -> tuple[pd.DataFrame, dict]:
-    """Score every system -> (SCORES table of all systems, {"n_examples": N, system: summary, ...})."""
+    """Score every system -> (table of all systems with the SCORES and SCORE_LABELS columns, {"n_examples": N,
+    system: summary, ...}); stage score writes each schema's columns to its own file."""
     rows, metrics = [], {"n_examples": len(next(iter(systems.values())))}
     for name, outputs in systems.items():
         log(f"[score] {name}: {len(outputs)} outputs")

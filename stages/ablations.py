@@ -7,19 +7,17 @@ default pipeline is reproduced (`dvc status` clean up to retrieval):
     dvc queue status                              # until all six are Success
     python -m stages.ablations collect           # -> metrics/ablations.json and the tables in README, docs/diffusion.md
 """
-import io
 import json
 import shlex
 import subprocess
 from pathlib import Path
 
-import pandas as pd
 import typer
 import yaml
 from dvc.api import read as dvc_read
 
 from pipeline.cli import guard  # first: it sets HF_HUB_OFFLINE before anything imports a model hub client
-from pipeline.ablations import (BEGIN, END, PER_EXAMPLE_PATH, TIMINGS_PATH, VARIANTS, AblationParams, collect,
+from pipeline.ablations import (BEGIN, END, TIMINGS_PATH, VARIANTS, AblationParams, collect, experiment_scores,
                                 experiments, queue_commands, stale_stages, tables_section)
 from pipeline.diffusion.config import TrainConfig
 from pipeline.errors import PipelineError
@@ -71,7 +69,7 @@ def collect_command(out: str = "metrics/ablations.json", readme: list[str] = typ
     found = experiments(json.loads(run_dvc("exp", "show", "--json", "--rev", rev)), VARIANTS)
     frames, minutes = {}, {}
     for name, exp in found.items():
-        frames[name] = pd.read_parquet(io.BytesIO(dvc_read(PER_EXAMPLE_PATH, rev=exp["rev"], mode="rb")))
+        frames[name] = experiment_scores(name, lambda path, rev=exp["rev"]: dvc_read(path, rev=rev, mode="rb"))
         minutes[name] = json.loads(dvc_read(TIMINGS_PATH, rev=exp["rev"])).get("train_minutes")
     results = collect(found, frames, minutes, study)
     write_json(out, json_safe(results))

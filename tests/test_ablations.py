@@ -9,14 +9,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.ablations import (BEGIN, END, SCORES_PATH, STATISTICS, SYSTEM, VARIANTS, AblationParams, collect,
-                                experiments, overrides, paired_bootstrap, queue_commands, stale_stages, tables_section,
-                                touched_stages)
+from pipeline.ablations import (BEGIN, END, LABELS_PATH, PER_EXAMPLE_PATH, SCORES_PATH, STATISTICS, SYSTEM, VARIANTS,
+                                AblationParams, collect, experiment_scores, experiments, overrides, paired_bootstrap,
+                                queue_commands, stale_stages, tables_section, touched_stages)
 from pipeline.diffusion.config import ModelConfig
 from pipeline.errors import PipelineError
 from pipeline.labels import INTENTS
 from pipeline.report import replace_section
+from pipeline.io import write_frame
 from pipeline.schemas import SCORES
+from pipeline.scoring import SCORE_LABELS
 from tests.test_dvc_deps import ROOT
 
 STUDY = AblationParams(train_steps=1200, subset=200, resamples=500)
@@ -109,7 +111,8 @@ def test_experiments_reads_each_named_experiment_from_exp_show():
 
 
 def fabricated(n: int, seed: int, cm_flip: float = 0.1, it_flip: float = 0.2) -> pd.DataFrame:
-    """SCORES rows of SYSTEM for n examples: the tagged CM / intents disagree with the controls at the given rates."""
+    """Rows of SYSTEM for n examples with the SCORES and SCORE_LABELS columns (as `experiment_scores` joins them): the
+    tagged CM / intents disagree with the controls at the given rates."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -127,7 +130,35 @@ def fabricated(n: int, seed: int, cm_flip: float = 0.1, it_flip: float = 0.2) ->
             "it_correct": sum(a == b for a, b in zip(it_tagged, it_control)), "it_total": len(it_control),
             "it_tagged": it_tagged, "it_control": it_control,
             "sf_overlap": overlap, "sf_tagged": n_tag, "sf_control": n_ctrl, "p_er": 0.5, "p_ip": 0.5, "p_ex": 0.5})
-    return pd.DataFrame(rows)[SCORES.names]
+    return pd.DataFrame(rows)[[*SCORES.names, *SCORE_LABELS.names[2:]]]
+
+
+def test_experiment_scores_joins_per_example_and_labels_one_to_one(tmp_path):
+    """The two tables stage score writes, read back as dvc.api.read would give them, join on (system, example_id)."""
+    joined = fabricated(5, seed=2)
+    both = pd.concat([joined, joined.assign(system="human")], ignore_index=True)
+
+    def reader(scores: pd.DataFrame, labels: pd.DataFrame):
+        write_frame(tmp_path / "per_example.parquet", scores, SCORES)
+        write_frame(tmp_path / "labels.parquet", labels, SCORE_LABELS)
+        files = {PER_EXAMPLE_PATH: tmp_path / "per_example.parquet", LABELS_PATH: tmp_path / "labels.parquet"}
+        return lambda path: files[path].read_bytes()
+
+    out = experiment_scores("full", reader(both, both.iloc[::-1]))  # labels in another row order
+    assert list(out.columns) == [*SCORES.names, *SCORE_LABELS.names[2:]] and len(out) == 10
+    pd.testing.assert_frame_equal(out, both, check_dtype=False)
+    assert list(pd.read_parquet(tmp_path / "per_example.parquet").columns) == SCORES.names  # no label column there
+    for scores, labels, match in [
+            (both, both.iloc[1:], r"they differ in 1 \(system, example_id\) rows \(e.g. \('diffusemp', 'e000'\)\)"),
+            (both, pd.concat([both, both.iloc[:1]]), "data/scores/labels.parquet repeats a"),
+            (pd.concat([both, both.iloc[:1]]), both, "data/scores/per_example.parquet repeats a")]:
+        with pytest.raises(PipelineError, match="of experiment 'no_cm' do not match one-to-one: " + match) as err:
+            experiment_scores("no_cm", reader(scores, labels))
+        assert "\n" not in str(err.value)
+    old = reader(both, both)  # labels written without a column
+    both[SCORE_LABELS.names[:-1]].to_parquet(tmp_path / "labels.parquet")
+    with pytest.raises(PipelineError, match=r"labels.parquet of experiment 'full' lacks \['it_control'\]"):
+        experiment_scores("full", old)
 
 
 def test_paired_bootstrap_of_identical_shifted_and_worse_variants():
@@ -187,5 +218,5 @@ def test_collect_and_tables(tmp_path):
     assert "| `no_sf` | 0000000 | 2026-12-02T17:21:19 | 12.5 |" in text
     readme = f"# R\n\n{BEGIN}\nold\n{END}\n"
     assert replace_section(readme, text, markers=(BEGIN, END)) == f"# R\n\n{BEGIN}\n{text}\n{END}\n"
-    with pytest.raises(PipelineError, match="of experiment 'full' lacks"):
+    with pytest.raises(PipelineError, match=r"the scores of experiment 'full' lack \['it_tagged'\]"):
         collect(found, {**frames, "full": frames["full"].drop(columns="it_tagged")}, {}, STUDY)
