@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup repro test paper-gpu
+.PHONY: setup repro test paper-gpu ablations
 
 setup: $(STAMP)
 
@@ -28,3 +28,8 @@ test: setup
 MINUTES ?= 8
 paper-gpu: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m stages.paper_gpu --minutes $(MINUTES)
+
+# The ablation study (paper Tables 4 and 5) as six queued DVC experiments (stages/ablations.py); needs `make repro` first.
+# Then `dvc queue status` until done, and `python -m stages.ablations collect` for the tables.
+ablations: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m stages.ablations queue

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.errors import PipelineError
 from pipeline.labels import MECHANISMS
-from pipeline.metrics.control import CM_COLUMNS, cm_accuracy, cm_matches, f1, intent_positions, ratio, sf_overlap
+from pipeline.metrics.control import (CM_COLUMNS, cm_accuracy, cm_confusion, cm_f1, cm_matches, f1, intent_confusions,
+                                     intent_positions, macro_f1, ratio, sf_overlap)
 from pipeline.metrics.diversity import avg_len, distinct_n
 from pipeline.metrics.relevance import fluency_ppl, miscore
 from pipeline.metrics.selfbleu import pair_bleu, self_bleu
@@ -35,6 +37,19 @@ from pipeline.subset import group_size
 
 SYSTEMS = ("human", "retrieval", "retrieval_reranked", "diffusemp", "diffusemp_oracle", "diffusemp_edit")
 P_CM = [f"p_{m}" for m in MECHANISMS]
+
+# data/scores/labels.parquet: one row per (system, example) of data/scores/per_example.parquet (schema SCORES), the
+# labels its F1-CM / F1-IT were computed from, which the ablation study's paired bootstrap recomputes them from
+# (pipeline.ablations). Declared here, in the module that builds it, and not in pipeline/schemas.py: every stage depends
+# on the schema module, so adding this table there would have rerun the whole pipeline for outputs that do not change.
+SCORE_LABELS = pa.schema([
+    ("system", pa.string()),
+    ("example_id", pa.string()),
+    *[(f"{c}_tagged", pa.bool_()) for c in CM_COLUMNS],  # the output's re-tagged CM (cm_er, cm_ip, cm_ex)
+    *[(f"{c}_control", pa.bool_()) for c in CM_COLUMNS],  # the CM it was given
+    ("it_tagged", pa.list_(pa.string())),  # one intent per output sentence
+    ("it_control", pa.list_(pa.string())),  # the intents it was given
+])
 
 
 @dataclass(frozen=True)
@@ -134,11 +149,13 @@ def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates
 
 
 def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame, dict]:
-    """Score one system's outputs (an `assemble_systems` frame) -> (SCORES rows without `system`, summary metrics).
+    """Score one system's outputs (an `assemble_systems` frame) -> (rows with the SCORES and SCORE_LABELS columns but
+    `system`, summary metrics).
 
     Summary keys: bertscore_f1_minilm (0-1), miscore_smollm2, fluency_ppl_smollm2, empty_outputs, bleu4_to_source
-    (x 100: against the response the controls came from; the candidate for retrieval-controlled systems), acc_cm (+ _er/_ip/_ex), acc_it, f1_sf, dist_1/2/4,
-    self_bleu_5 (all x 100), avg_len (tokens), p_er/p_ip/p_ex (mean tagger probabilities, Figure 4).
+    (x 100: against the response the controls came from; the candidate for retrieval-controlled systems), acc_cm and
+    f1_cm (+ _er/_ip/_ex), acc_it, f1_it, f1_sf, dist_1/2/4, self_bleu_5 (all x 100), avg_len (tokens), p_er/p_ip/p_ex
+    (mean tagger probabilities, Figure 4).
     """
     texts, contexts = list(outputs["text"]), [list(c) for c in outputs["context"]]
     segments = scorers.segment(texts)
@@ -146,7 +163,8 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
     tags = scorers.tag(contexts, texts, segments)
     sf = scorers.frames(segments, texts)
 
-    cm_ok = cm_matches(tags[list(CM_COLUMNS)].to_numpy(bool), outputs[list(CM_COLUMNS)].to_numpy(bool))  # [N, 3]
+    cm_tagged, cm_control = tags[list(CM_COLUMNS)].to_numpy(bool), outputs[list(CM_COLUMNS)].to_numpy(bool)  # [N, 3]
+    cm_ok = cm_matches(cm_tagged, cm_control)
     it = intent_positions(tags["intents"], outputs["intents"])  # [N, (correct, total)]
     sfo = np.array([sf_overlap(t, list(c)) for t, c in zip(sf, outputs["sf"])],
                    dtype=int).reshape(-1, 3)  # [N, (overlap, tagged, control)]
@@ -156,11 +174,14 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
         "bertscore_f1": scorers.bertscore(texts, list(outputs["reference"])), "mi_nll": nll,
         "self_bleu": self_bleu(tokens),
         **{f"{c}_ok": cm_ok[:, j] for j, c in enumerate(CM_COLUMNS)},
+        **{f"{c}_tagged": cm_tagged[:, j] for j, c in enumerate(CM_COLUMNS)},
+        **{f"{c}_control": cm_control[:, j] for j, c in enumerate(CM_COLUMNS)},
         "it_correct": it[:, 0], "it_total": it[:, 1],
+        "it_tagged": [list(t) for t in tags["intents"]], "it_control": [list(c) for c in outputs["intents"]],
         "sf_overlap": sfo[:, 0], "sf_tagged": sfo[:, 1], "sf_control": sfo[:, 2],
         **{p: tags[p].to_numpy(float) for p in P_CM},
     })
-    acc = cm_accuracy(cm_ok)
+    acc, cm_f1s = cm_accuracy(cm_ok), cm_f1(cm_confusion(cm_tagged, cm_control).sum(0))
     summary = {
         "bertscore_f1_minilm": mean(per["bertscore_f1"]),
         "miscore_smollm2": miscore(nll),
@@ -169,7 +190,9 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
         "bleu4_to_source": 100.0 * mean([pair_bleu(t, [w.lower() for w in src])
                                          for t, src in zip(tokens, outputs["words"])]),
         "acc_cm": acc["mean"], **{f"acc_cm_{m}": acc[m] for m in MECHANISMS},
+        "f1_cm": cm_f1s["mean"], **{f"f1_cm_{m}": cm_f1s[m] for m in MECHANISMS},
         "acc_it": ratio(it[:, 0].sum(), it[:, 1].sum()),
+        "f1_it": macro_f1(intent_confusions(tags["intents"], outputs["intents"]).sum(0)),
         "f1_sf": f1(*sfo.sum(0)),
         **{f"dist_{n}": distinct_n(tokens, n) for n in (1, 2, 4)},
         "self_bleu_5": 100.0 * mean(per["self_bleu"]),
@@ -185,7 +208,8 @@ def mean(values) -> float:
 
 
 def score_systems(systems: dict[str, pd.DataFrame], scorers: Scorers) -> tuple[pd.DataFrame, dict]:
-    """Score every system -> (SCORES table of all systems, {"n_examples": N, system: summary, ...})."""
+    """Score every system -> (table of all systems with the SCORES and SCORE_LABELS columns, {"n_examples": N,
+    system: summary, ...}); stage score writes each schema's columns to its own file."""
     rows, metrics = [], {"n_examples": len(next(iter(systems.values())))}
     for name, outputs in systems.items():
         log(f"[score] {name}: {len(outputs)} outputs")

@@ -1,7 +1,8 @@
 """Stage score: every Table 2 metric for human / retrieval / retrieval_reranked / diffusemp / diffusemp_oracle /
 diffusemp_edit on the sampled examples -> metrics/scores.json (one entry per system), data/scores/per_example.parquet,
-plots/cm.csv (Figure 4 data). retrieval_reranked reruns `sample.rerank` on the own responses of the candidates the edit
-mode generates from (`sample.edit_candidates`; its judges: pipeline.judges)."""
+data/scores/labels.parquet (the re-tagged and control CM and intents of the same rows, for the ablation study's
+bootstrap), plots/cm.csv (Figure 4 data). retrieval_reranked reruns `sample.rerank` on the own responses of the
+candidates the edit mode generates from (`sample.edit_candidates`; its judges: pipeline.judges)."""
 import functools
 
 import typer
@@ -14,8 +15,8 @@ from pipeline.judges import load_judges
 from pipeline.metrics.relevance import BertScore, FluencyScorer, MIScorer
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES, SAMPLES, SCORES
-from pipeline.scoring import (ScoreParams, Scorers, assemble_systems, cm_points, json_safe, reranked_sources,
-                             score_systems)
+from pipeline.scoring import (SCORE_LABELS, ScoreParams, Scorers, assemble_systems, cm_points, json_safe,
+                             reranked_sources, score_systems)
 from pipeline.segment import segment_texts
 from pipeline.subset import control_rows
 from pipeline.tagging import TagParams, Taggers
@@ -30,7 +31,8 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", controls: str = "da
          retrieved_samples: str = "data/samples/retrieved.parquet", oracle_samples: str = "data/samples/oracle.parquet",
          edit_samples: str = "data/samples/edit.parquet",
          taggers: str = "models/taggers", framenet: str = "data/raw/framenet", frames_model: str = "models/frames",
-         per_example: str = "data/scores/per_example.parquet", metrics: str = "metrics/scores.json",
+         per_example: str = "data/scores/per_example.parquet", labels: str = "data/scores/labels.parquet",
+         metrics: str = "metrics/scores.json",
          cm_plot: str = "plots/cm.csv", params: str = "params.yaml") -> None:
     all_params = load_params(params)
     cfg, sampling = section(all_params, "score", ScoreParams), section(all_params, "sample", SampleConfig)
@@ -54,6 +56,7 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", controls: str = "da
                       fluency_nll=fluency.nll)
     table, scores = score_systems(systems, scorers)
     write_frame(per_example, table, SCORES)
+    write_frame(labels, table, SCORE_LABELS)
     write_json(metrics, json_safe(scores))
     with atomic_path(cm_plot, ".csv") as tmp:
         cm_points(scores).to_csv(tmp, index=False, float_format="%.4f")

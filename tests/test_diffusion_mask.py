@@ -90,10 +90,10 @@ def test_full_mask_is_the_wo_mask_ablation(vocab):
     assert mask[1, 0, :15, :15].all() and not mask[1, 0, :15, 15:].any()
 
 
-@pytest.mark.parametrize("dropped", ["cm", "it", "sf"])
+@pytest.mark.parametrize("dropped", [("cm",), ("it",), ("sf",), ("cm", "it", "sf")])  # the last: no_controls
 def test_signal_ablation_removes_tokens_rows_and_columns(vocab, dropped):
-    cfg = ModelConfig(**{**CFG.to_dict(), "signals": [s for s in CFG.signals if s != dropped]})
-    gone = {"cm": [3, 4, 5], "it": [6, 7], "sf": [8, 9, 10]}[dropped]
+    cfg = ModelConfig(**{**CFG.to_dict(), "signals": [s for s in CFG.signals if s not in dropped]})
+    gone = [i for s in dropped for i in {"cm": [3, 4, 5], "it": [6, 7], "sf": [8, 9, 10]}[s]]
     keep = [i for i in range(17) if i not in gone]
     ex = encode(vocab, cfg)
     assert len(ex) == 17 - len(gone)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.inputs import collate, encode_example, encode_rows
+from pipeline.diffusion.inputs import Role, collate, encode_example, encode_rows
 from pipeline.diffusion.losses import hide, training_loss
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import MaskedDiffusEmpModel, build_model
@@ -162,6 +162,24 @@ def test_tiny_masked_model_overfits_and_regenerates_from_controls(vocab):
     drawn = sample(model, test, schedule, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
     assert drawn == sample(model, test, schedule, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
     assert decode(out[2]) == "when do you leave?"
+
+
+def test_a_model_without_any_signal_trains_and_samples(vocab):
+    """no_controls (`model.signals: []`, the DiffuSeq-style baseline): context and response only, end to end."""
+    from pipeline.controls import control_sequence
+
+    cfg = ModelConfig.from_dict({**CFG.to_dict(), "signals": []})  # as params.yaml's `signals: []` reads
+    assert cfg.signals == () and control_sequence(ROWS[0], cfg.signals) == ""
+    train = collate([encode_example(["hello"], r, vocab, cfg, r["subword_ids"]) for r in ROWS])
+    assert set(train.role.unique().tolist()) == {Role.CONTEXT, Role.SEP, Role.RESPONSE, Role.PAD}
+    torch.manual_seed(0)
+    model, schedule = build_model(cfg, vocab), Schedule(cfg.T)
+    loss, _ = training_loss(model, train, schedule, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    test = collate([encode_example(["hello"], r, vocab, cfg) for r in ROWS])
+    out = sample(model, test, schedule, steps=2)
+    assert len(out) == len(ROWS) and all(MASK_ID not in o for o in out)
 
 
 def test_overlap_and_mbr_by_hand():

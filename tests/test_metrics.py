@@ -8,7 +8,8 @@ import pytest
 import torch
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from pipeline.metrics.control import cm_accuracy, cm_matches, f1, intent_matches, ratio, sf_overlap
+from pipeline.metrics.control import (aligned_intents, cm_accuracy, cm_confusion, cm_f1, cm_matches, f1, intent_confusion,
+                                     intent_confusions, intent_matches, macro_f1, ratio, sf_overlap)
 from pipeline.metrics.diversity import avg_len, distinct_n, ngrams
 from pipeline.metrics.relevance import MIScorer, miscore, target_nll
 from pipeline.metrics.selfbleu import self_bleu
@@ -101,6 +102,33 @@ def test_cm_accuracy_per_mechanism_then_averaged():
     acc = cm_accuracy(cm_matches(tagged, control))
     assert (acc["er"], acc["ip"], acc["ex"]) == (75.0, 75.0, 75.0) and acc["mean"] == 75.0
     assert math.isnan(cm_accuracy(np.zeros((0, 3), bool))["mean"])
+
+
+def test_cm_f1_is_the_macro_f1_over_present_and_absent_per_mechanism_then_averaged():
+    tagged = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]], bool)
+    control = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 1], [0, 1, 0]], bool)
+    confusion = cm_confusion(tagged, control)
+    assert confusion.shape == (4, 3, 2, 3)
+    # ER: tagged 1100, control 1000. present: TP 1, FP 1, FN 0 (F1 2/3); absent: TP 2, FP 0, FN 1 (F1 4/5).
+    assert confusion.sum(0)[0].tolist() == [[1, 1, 0], [2, 0, 1]]
+    f1s = cm_f1(confusion.sum(0))
+    assert f1s["er"] == pytest.approx(100 * (2 / 3 + 4 / 5) / 2)  # IP and EX: the same counts, mirrored
+    assert f1s["ip"] == f1s["ex"] == f1s["er"] and f1s["mean"] == pytest.approx(f1s["er"])
+    # A mechanism absent from every control and every output: its present class has no F1, absent is 100.
+    assert cm_f1(cm_confusion(np.zeros((2, 3), bool), np.zeros((2, 3), bool)).sum(0))["mean"] == 100.0
+    assert math.isnan(macro_f1(np.zeros((9, 3), int)))
+
+
+def test_intent_f1_is_the_macro_f1_of_the_aligned_positions():
+    assert aligned_intents(["wishing"], ["consoling", "agreeing"]) == [("consoling", "wishing"), ("agreeing", None)]
+    outputs = [(["questioning", "sympathizing", "wishing"], ["questioning", "agreeing"]),  # (tagged, control)
+               ([], ["consoling", "wishing"]), (["wishing"], ["wishing"])]
+    counts = intent_confusions([t for t, _ in outputs], [c for _, c in outputs])
+    assert counts.shape == (3, 9, 3) and np.array_equal(counts[2], intent_confusion(["wishing"], ["wishing"]))
+    # questioning TP 1 (F1 1); sympathizing FP 1, agreeing FN 1, consoling FN 1 (F1 0); wishing: TP 1 (the third),
+    # FP 1 (an extra sentence of the first), FN 1 (a missing sentence of the second): 2 / (2 + 1 + 1). Other 4: absent.
+    assert macro_f1(counts.sum(0)) == pytest.approx(100 * (1 + 0 + 0 + 0.5 + 0) / 5)
+    assert sum(intent_matches(t, c)[0] for t, c in outputs) == counts.sum(0)[:, 0].sum()  # the same positions
 
 
 def test_intent_accuracy_with_unequal_sentence_counts():

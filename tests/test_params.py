@@ -17,7 +17,7 @@ STAGES = [
     ("download", [], "download"), ("prepare", [], "prepare"), ("segment", [], "segment"), ("encode", [], "encode"),
     ("train_taggers", ["--name", "intent"], "train_taggers"), ("tag", [], "tag"), ("tag_frames", [], "encode"),
     ("retrieve", [], "retrieve"), ("train_diffusion", [], "model"), ("sample", [], "sample"), ("bench", [], "bench"),
-    ("score", [], "score"), ("respond", ["hello"], "sample"),
+    ("score", [], "score"), ("respond", ["hello"], "sample"), ("ablations", ["queue", "--dry-run"], "ablations"),
 ]
 
 

@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
+from pipeline.io import write_frame
 from pipeline.plots import render_cm, render_curves
 from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, numeric_leaves, replace_section,
                              results_section, results_table)
-from pipeline.scoring import (SYSTEMS, Scorers, assemble_systems, cm_points, json_safe, reranked_sources,
-                              score_system, score_systems)
+from pipeline.schemas import SCORES
+from pipeline.scoring import (SCORE_LABELS, SYSTEMS, Scorers, assemble_systems, cm_points, json_safe,
+                              reranked_sources, score_system, score_systems)
 
 IDS = ["c1:1", "c2:1"]
 
@@ -122,6 +124,13 @@ def test_score_system_by_hand():
     # Outputs "oh no that is" and "" against controls "oh no that is bad" (ER) and "wow great" (ER).
     assert gen["acc_cm_er"] == 50.0 and gen["acc_cm_ip"] == 100.0 and gen["acc_cm"] == pytest.approx(250 / 3)
     assert gen["acc_it"] == 50.0  # the empty output misses its one sentence
+    # F1-CM: ER tagged (present, absent) against (present, present): present F1 2/3, absent F1 0 (one false
+    # "absent"); IP and EX absent everywhere: F1 100. F1-IT: neutral TP 1, FN 1 (the missing sentence): 2/3.
+    assert gen["f1_cm_er"] == pytest.approx(100 / 3) and gen["f1_cm_ip"] == gen["f1_cm_ex"] == 100.0
+    assert gen["f1_cm"] == pytest.approx((100 / 3 + 200) / 3) and gen["f1_it"] == pytest.approx(200 / 3)
+    assert (human["f1_cm"], human["f1_it"]) == (100.0, 100.0)
+    assert list(per["it_tagged"]) == [["neutral"], []] and list(per["it_control"]) == [["neutral"], ["neutral"]]
+    assert list(per["cm_er_tagged"]) == [True, False] and list(per["cm_er_control"]) == [True, True]
     assert gen["f1_sf"] == pytest.approx(100 * 2 * 4 / (4 + 7))  # 4 of 4 tagged labels, 4 of 5 + 2 control labels
     assert list(per["n_tokens"]) == [4, 0] and list(per["it_total"]) == [1, 1]
     assert gen["self_bleu_5"] == 0.0  # nothing shared with the empty output
@@ -132,11 +141,19 @@ def test_score_system_by_hand():
     assert gen["bleu4_to_source"] == pytest.approx(100 * math.exp(1 - 5 / 4) / 2)
 
 
-def test_score_systems_writes_one_entry_per_system_and_json_has_no_nan():
+def test_score_systems_writes_one_entry_per_system_and_json_has_no_nan(tmp_path):
     systems = assemble_systems(**tables())
     table, metrics = score_systems(systems, stand_in_scorers())
     assert metrics["n_examples"] == 2 and set(SYSTEMS) <= set(metrics)
     assert list(table["system"].unique()) == list(SYSTEMS) and len(table) == 12
+    # Stage score writes the SCORES columns to per_example.parquet and the labels beside them to labels.parquet, one
+    # row per (system, example) in each, in the same order.
+    write_frame(tmp_path / "per_example.parquet", table, SCORES)
+    write_frame(tmp_path / "labels.parquet", table, SCORE_LABELS)
+    per, labels = pd.read_parquet(tmp_path / "per_example.parquet"), pd.read_parquet(tmp_path / "labels.parquet")
+    assert list(per.columns) == SCORES.names and list(labels.columns) == SCORE_LABELS.names
+    assert not set(SCORES.names) & set(SCORE_LABELS.names[2:])  # the labels are not in per_example.parquet
+    assert per[["system", "example_id"]].equals(labels[["system", "example_id"]]) and len(labels) == 12
     assert json_safe({"a": {"x": math.nan, "y": 1.23456}})["a"] == {"x": None, "y": 1.2346}
     points = cm_points(metrics)
     assert list(points.columns) == ["system", "er", "ip", "ex"] and list(points["system"]) == list(SYSTEMS)
