@@ -68,3 +68,20 @@ def test_types_by_hand():
         check({"n": 1, "x": 2, "mode": "a", "grid": []}, Spec, "s")  # defaults count only where allowed
     with pytest.raises(PipelineError, match=r"has no top-level `seed` \(int\)"):
         value({}, "seed", int)
+
+
+@pytest.mark.parametrize("profile", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_profile_overrides_known_keys_with_valid_values(profile):
+    """A profile is section overrides of params.yaml: each key must exist there and the merged section must still
+    pass its stage's checks."""
+    from pipeline.diffusion.config import ModelConfig, SampleConfig, TrainConfig
+    from pipeline.params import section
+    from pipeline.taggers import TaggerParams
+
+    specs = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig, "train_taggers": TaggerParams}
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, overrides in yaml.safe_load(profile.read_text()).items():
+        unknown = set(overrides) - set(params[name])
+        assert not unknown, f"{profile.name}: unknown keys {unknown} in `{name}`"
+        params[name] = {**params[name], **overrides}
+        section(params, name, specs[name])
