@@ -64,16 +64,19 @@ def render_curves(table: pd.DataFrame, png, x: str = "step") -> None:
 
 
 def render_sweep(table: pd.DataFrame, png) -> None:
-    """Quality against training minutes, one line per design: sampling accuracy (left) and fluency PPL (right).
+    """Quality against training minutes, one line per design (and decoder, where the table has that column):
+    sampling accuracy (left) and fluency PPL (right).
 
     table: plots/quality_vs_minutes.csv rows (design, minutes, cpu_minutes_est, sampling_accuracy, fluency_ppl, ...);
     the x axis is the estimated CPU minutes where every row has one (a GPU sweep), else the measured minutes."""
     x = "cpu_minutes_est" if table["cpu_minutes_est"].notna().all() else "minutes"
     label = "estimated 2-core CPU training minutes" if x == "cpu_minutes_est" else "training minutes"
+    keys = ["design", "decoder"] if "decoder" in table else ["design"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for design, rows in table.groupby("design", sort=False):
-        left.plot(rows[x], rows["sampling_accuracy"], marker="o", label=design)
-        right.plot(rows[x], rows["fluency_ppl"], marker="o", label=design)
+    for key, rows in table.groupby(keys, sort=False):
+        name = " / ".join(map(str, key))
+        left.plot(rows[x], rows["sampling_accuracy"], marker="o", label=name)
+        right.plot(rows[x], rows["fluency_ppl"], marker="o", label=name)
     left.set(xlabel=label, ylabel="held-out sampling token accuracy")
     right.set(xlabel=label, ylabel="SmolLM2 fluency PPL (lower is better)", yscale="log")
     left.legend(fontsize=8)

@@ -38,7 +38,7 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
     train_rows = df[df["split"] == "train"].sample(n=train_cfg.batch_size, random_state=seed).to_dict("records")
     test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
     figures = run_bench(decoder, encode_rows(train_rows, decoder.vocab, decoder.model.cfg), test_rows, candidates,
-                        cfg.train_steps, train_cfg.bf16, cfg.sample_steps)
+                        cfg.train_steps, train_cfg.bf16, cfg.sample_steps, cfg.matmul_size)
     write_json(out, figures)
 
 

@@ -54,7 +54,7 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
     train_rows = df[df["split"] == "train"].to_dict("records")
     valid_df = df[df["split"] == "valid"]
     valid_rows = valid_df.sample(n=min(spec.valid_examples, len(valid_df)), random_state=value(p, "seed", int))
-    p["train"] = {**p["train"], "valid_examples": spec.valid_examples, "valid_sample_examples": spec.valid_examples}
+    p["train"] = {**p["train"], "valid_examples": spec.valid_examples}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if speed_steps > 0:
         write_json(speed_out, {"device": str(device), "threads": torch.get_num_threads(),
@@ -66,7 +66,7 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
     rows = []
     for name, overrides in picked.items():
         rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), spec.marks, spec.unit,
-                           Path(workdir), device, nll)
+                           Path(workdir), device, nll, spec.decoder_names)
         write(cpu_minutes(pd.DataFrame(rows), speeds), out, png)  # after every design: a killed sweep keeps it
 
 

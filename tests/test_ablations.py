@@ -75,10 +75,14 @@ def test_dvc_applies_each_variants_overrides_to_params_yaml_as_intended(variant,
 def test_queue_dry_run_prints_the_command_lines(tmp_path):
     from stages.ablations import app
 
-    result = CliRunner().invoke(app, ["queue", "--dry-run", "--dvc-yaml", str(ROOT / "dvc.yaml")])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["ablations"] = {"train_steps": 1200, "subset": 150, "resamples": 100}  # the study's budget, not today's
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["queue", "--dry-run", "--dvc-yaml", str(ROOT / "dvc.yaml"),
+                                      "--params", str(tmp_path / "params.yaml")])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 0 and len(lines) == 7, result.output
-    assert lines[2] == "dvc exp run --queue -n no_cm -S train.steps=1200 -S sample.subset=200 -S 'model.signals=[it,sf]'"
+    assert lines[2] == "dvc exp run --queue -n no_cm -S train.steps=1200 -S sample.subset=150 -S 'model.signals=[it,sf]'"
 
 
 # --- collecting -----------------------------------------------------------------------------------------------------

@@ -51,6 +51,18 @@ def test_each_mark_continues_the_same_run(tmp_path):
     assert table["fluency_ppl"].tolist() == pytest.approx([20.0, 20.0])
 
 
+def test_each_mark_is_sampled_by_every_decoder_and_clamping_only_in_the_continuous_family(tmp_path):
+    torch.set_num_threads(1)
+    rows = [control_row(*s) for s in SENTENCES] * 2
+    names = ["deterministic", "sampled", "clamped"]
+    continuous = run_design("continuous", PARAMS, {}, rows, rows[:2], [2], "steps", tmp_path, torch.device("cpu"),
+                            None, names)
+    masked = run_design("masked", PARAMS, {"model": {"family": "masked"}}, rows, rows[:2], [2], "steps", tmp_path,
+                        torch.device("cpu"), None, names)
+    assert [r["decoder"] for r in continuous] == names and [r["decoder"] for r in masked] == names[:2]
+    assert len({r["valid_loss"] for r in continuous}) == 1  # one trained model, sampled three ways
+
+
 def test_designs_file_needs_one_kind_of_marks(tmp_path):
     path = tmp_path / "designs.yaml"
     path.write_text("steps: [2, 4]\ndesigns: {masked: {model: {family: masked}}}\n")
@@ -61,6 +73,10 @@ def test_designs_file_needs_one_kind_of_marks(tmp_path):
         Designs.load(path)
     path.write_text("minutes: [1]\ndesigns: {masked: {}}\nvalid: 3\n")
     with pytest.raises(PipelineError, match=r"designs.yaml: unknown key `designs file.valid`"):
+        Designs.load(path)
+    assert designs.decoder_names == ["deterministic", "sampled"]
+    path.write_text("minutes: [1]\ndesigns: {masked: {}}\ndecoders: [greedy]\n")
+    with pytest.raises(PipelineError, match=r"unknown decoders \['greedy'\]"):
         Designs.load(path)
 
 

@@ -228,12 +228,16 @@ def test_held_out_sampling_scores_regenerated_responses_position_by_position(mon
     gold = [[i for i, r in zip(e.ids, e.role) if r == Role.RESPONSE][:-1] for e in examples[:3]]  # without END
     # Example 0 exact; example 1 one token wrong and one missing; example 2 two extra tokens.
     fake = [gold[0], [gold[1][0] + 1] + gold[1][1:-1], gold[2] + [7, 7]]
-    monkeypatch.setattr(evaluate, "sample", lambda *args, **kwargs: fake)
-    out, texts = evaluate.held_out_sampling(model, ema_model(model, 0.9), schedule, examples[:3], 3, steps=5, seed=0)
+    calls = []
+    monkeypatch.setattr(evaluate, "sample", lambda *args, **kwargs: calls.append(kwargs) or fake)
+    out, texts = evaluate.held_out_sampling(model, ema_model(model, 0.9), schedule, examples[:3], 3, steps=5, seed=0,
+                                            decoder="clamped")
     assert len(texts) == 3
     n1, n2 = len(gold[1]), len(gold[2])
     expected = (1 + (n1 - 2) / n1 + n2 / (n2 + 2)) / 3
-    assert out == {"examples": 3, "steps": 5, "token_accuracy": round(expected, 4), "exact": round(1 / 3, 4)}
+    assert out == {"examples": 3, "steps": 5, "decoder": "clamped", "token_accuracy": round(expected, 4),
+                   "exact": round(1 / 3, 4)}
+    assert {k: calls[0][k] for k in ("temperature", "solver", "clamp")} == evaluate.DECODERS["clamped"]
 
 
 def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate():

@@ -18,6 +18,9 @@ RERANKS = get_args(Rerank)
 MINILM_SHAPE, MINILM_LAYERS = (384, 12, 1536), 6  # all-MiniLM-L6-v2: (width, heads, ffn) and its layers
 
 
+ADDED_LATER = {"noise_factor": 1.0}  # ModelConfig options newer than saved models, and their defaults
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Defaults are the paper's (appendix A.4: BERT-base sized, 12 layers, width 768, max length 128, T = 2000).
@@ -36,9 +39,13 @@ class ModelConfig:
     vocab: "reduced" or "full" output vocabulary (see Vocab).
     rounding: (continuous) where the rounding cross-entropy added to the Eq. 7 terms is scored (losses.py says why).
     self_condition: (continuous) the denoiser also sees its previous x0 estimate (Chen et al. 2023, "Analog Bits").
-    init: (masked) "random", or "minilm": the denoiser is the first `layers` layers of the pretrained MiniLM-L6 encoder
+    init: "random", or "minilm": the denoiser is the first `layers` layers of the pretrained MiniLM-L6 encoder
       (BERT's post-LN architecture; width 384, 12 heads, ffn 1536 are then required), its WordPiece embeddings reused
-      for context and response tokens and tied to the output head; control tokens get new rows.
+      for context and response tokens and tied to the output head; control tokens get new rows. For the continuous
+      family (emb_dim 384) the diffusion space is those embeddings standardised per dimension and frozen
+      (model.ContinuousMiniLMModel).
+    noise_factor: (continuous, init minilm) the diffusion space is divided by it: F times more noise for the same
+      schedule (Difformer's noise factor), so the noise outgrows the distance between neighbouring tokens earlier.
     """
 
     family: Literal["continuous", "masked"] = "continuous"
@@ -59,6 +66,7 @@ class ModelConfig:
     rounding: Literal["prediction", "embedding", "none"] = "embedding"
     self_condition: bool = False
     init: Literal["random", "minilm"] = "random"
+    noise_factor: float = 1.0
 
     def __post_init__(self):
         # Normalise signals to a tuple in SIGNALS order so that ("sf", "cm") and ["cm", "sf"] mean the same model.
@@ -74,10 +82,16 @@ class ModelConfig:
                             "max_len >= 8, max_context >= 0)")
         if self.family == "masked" and self.self_condition:
             problems.append("self_condition is a continuous-family option")
-        if self.init == "minilm" and (self.family != "masked" or (self.width, self.heads, self.ffn) != MINILM_SHAPE
+        if self.init == "minilm" and ((self.width, self.heads, self.ffn) != MINILM_SHAPE
                                       or not 1 <= self.layers <= MINILM_LAYERS):
-            problems.append(f"init=minilm needs family=masked, (width, heads, ffn)={MINILM_SHAPE} and 1 <= layers <= "
-                            f"{MINILM_LAYERS}")
+            problems.append(f"init=minilm needs (width, heads, ffn)={MINILM_SHAPE} and 1 <= layers <= {MINILM_LAYERS}")
+        continuous_minilm = self.family == "continuous" and self.init == "minilm"
+        if continuous_minilm and (self.emb_dim != self.width or self.self_condition):
+            problems.append(f"the continuous family on MiniLM diffuses in its embedding space: emb_dim={self.width} "
+                            "and no self_condition")
+        if self.noise_factor <= 0 or (self.noise_factor != 1.0 and not continuous_minilm):
+            problems.append(f"noise_factor={self.noise_factor}: a positive number, and 1 except for family=continuous "
+                            "with init=minilm")
         if problems:
             raise PipelineError("diffusion model config: bad " + "; ".join(problems) + ": fix params.yaml")
 
@@ -88,8 +102,12 @@ class ModelConfig:
         return check(d, cls, "model", defaults=True)
 
     def to_dict(self) -> dict:
-        """Plain JSON/YAML-ready dict (signals as a list)."""
+        """Plain JSON/YAML-ready dict (signals as a list). The options of ADDED_LATER are left out at their defaults,
+        so a model that does not use them keeps the config (and the checkpoint fingerprint) it was saved with."""
         d = asdict(self)
+        for key, default in ADDED_LATER.items():
+            if d[key] == default:
+                del d[key]
         d["signals"] = list(self.signals)
         return d
 

@@ -4,7 +4,7 @@
 - accuracy_by_noise: one-shot accuracy (predict the clean tokens in a single step) in each quarter of t, where an
   under-trained model fails at the high-noise end (anchors.md section 7);
 - held_out_sampling: what the sampler makes of the examples' own gold controls, token by token against the gold
-  response, and the texts (for a fluency score).
+  response, and the texts (for a fluency score), with one of DECODERS (`regenerate` does it for any weights).
 Each takes the precision of the run it measures (bf16: bfloat16 autocast, as `train.bf16`).
 """
 import torch
@@ -18,6 +18,13 @@ from pipeline.diffusion.sampler import decode, sample
 from pipeline.diffusion.schedule import Schedule
 
 QUARTERS = 4
+# The held-out decoders, named by how deterministic they are, so that both families are judged alike (issue 24):
+# sample()'s settings for each. deterministic: the masked family's most probable token, the continuous family's
+# DPM-Solver++(2M) from a seeded x_T; sampled: Gumbel draws at temperature 1, the ancestral chain; clamped
+# (continuous only): the authors' decoder, the ancestral chain with x0 snapped to the nearest embedding at every step.
+DECODERS = {"deterministic": {"temperature": 0.0, "solver": "dpm++2m", "clamp": False},
+            "sampled": {"temperature": 1.0, "solver": "ancestral", "clamp": False},
+            "clamped": {"temperature": 1.0, "solver": "ancestral", "clamp": True}}
 
 
 def _batches(examples: list[Example], batch_size: int, device):
@@ -65,25 +72,33 @@ def accuracy_by_noise(model: nn.Module, ema: AveragedModel, schedule: Schedule, 
 
 @torch.no_grad()
 def held_out_sampling(model: nn.Module, ema: AveragedModel, schedule: Schedule, examples: list[Example],
-                      batch_size: int, steps: int, seed: int, bf16: bool = False) -> tuple[dict, list[str]]:
-    """How well the EMA weights regenerate held-out responses from their own (gold) controls: each response is
-    sampled (`steps` reverse steps, at most T; noise from a fixed seed) and compared with the gold WordPieces position
-    by position; a missing or extra token counts as wrong.
-    -> ({"examples", "steps", "token_accuracy": matches / max(len(gold), len(generated)) averaged over examples,
-         "exact": share regenerated exactly}, the generated texts)"""
+                      batch_size: int, steps: int, seed: int, bf16: bool = False,
+                      decoder: str = "deterministic") -> tuple[dict, list[str]]:
+    """`regenerate` with the EMA weights."""
+    with swapped_in(model, ema):
+        return regenerate(model, schedule, examples, batch_size, steps, seed, bf16, decoder)
+
+
+@torch.no_grad()
+def regenerate(model: nn.Module, schedule: Schedule, examples: list[Example], batch_size: int, steps: int, seed: int,
+               bf16: bool = False, decoder: str = "deterministic") -> tuple[dict, list[str]]:
+    """How well the model regenerates held-out responses from their own (gold) controls: each response is sampled
+    with DECODERS[decoder] (`steps` reverse steps, at most T; noise from a fixed seed) and compared with the gold
+    WordPieces position by position; a missing or extra token counts as wrong.
+    -> ({"examples", "steps", "decoder", "token_accuracy": matches / max(len(gold), len(generated)) averaged over
+         examples, "exact": share regenerated exactly}, the generated texts)"""
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     steps = min(steps, len(schedule))  # a small test profile may have fewer than `steps` diffusion steps
     accuracy, exact, texts = [], [], []
-    with swapped_in(model, ema):
-        for batch in _batches(examples, batch_size, device):
-            generated = sample(model, batch, schedule, steps, generator=generator, bf16=bf16)  # gold ids at response positions
-            gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())  # are hidden or noised first
-            for gen, ref in zip(generated, gold):
-                ref = ref[:-1].tolist()  # without END
-                accuracy.append(sum(a == b for a, b in zip(gen, ref)) / max(len(gen), len(ref), 1))
-                exact.append(gen == ref)
-                texts.append(decode(gen))
+    for batch in _batches(examples, batch_size, device):
+        generated = sample(model, batch, schedule, steps, generator=generator, bf16=bf16, **DECODERS[decoder])
+        gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())  # the sampler hides these
+        for gen, ref in zip(generated, gold):
+            ref = ref[:-1].tolist()  # without END
+            accuracy.append(sum(a == b for a, b in zip(gen, ref)) / max(len(gen), len(ref), 1))
+            exact.append(gen == ref)
+            texts.append(decode(gen))
     n = len(accuracy)
-    return {"examples": n, "steps": steps, "token_accuracy": round(sum(accuracy) / max(n, 1), 4),
-            "exact": round(sum(exact) / max(n, 1), 4)}, texts
+    return {"examples": n, "steps": steps, "decoder": decoder,
+            "token_accuracy": round(sum(accuracy) / max(n, 1), 4), "exact": round(sum(exact) / max(n, 1), 4)}, texts

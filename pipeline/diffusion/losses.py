@@ -12,6 +12,8 @@ response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps0 (Diffusion-LM's q(x0
   "prediction": the model's x0 estimate f(x_t, t) (Difformer's anchor loss): sharper one-shot predictions, but it
     pulls f away from the MMSE estimate the reverse step needs, and sampling got worse (docs/diffusion.md);
   "none": Eq. 7 alone.
+- ce (init minilm): the cross-entropy of the gold token under the head whose softmax gives x0_hat (CDCD / TESS);
+  its argmax is then the `accuracy`.
 Self-conditioning (cfg.self_condition, Chen et al. 2023): the denoiser also sees an earlier x0 estimate, which the
 sampler feeds from its previous step; training draws it from the model itself for half of the examples.
 Every term is a mean over response positions (squared errors also averaged over the E dimensions).
@@ -42,8 +44,8 @@ def training_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t: t
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of one batch (already on the model's device). t: noise levels [B] in 1..len(schedule), uniform if None.
     model: a denoiser of either family, or a DistributedDataParallel wrapping one (the denoiser call goes through the
-    wrapper). -> (scalar loss to backpropagate, detached terms: continuous {"mse", "prior", "rounding" (unless
-    "none"), "loss", "accuracy"}, masked {"ce", "loss", "accuracy"})."""
+    wrapper). -> (scalar loss to backpropagate, detached terms: continuous {"mse", "prior", "ce" (init minilm),
+    "rounding" (unless "none"), "loss", "accuracy"}, masked {"ce", "loss", "accuracy"})."""
     core = getattr(model, "module", model)
     draw_on = generator.device if generator is not None else "cpu"  # random draws happen on the generator's device
     if t is None:
@@ -91,7 +93,11 @@ def continuous_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t:
         if use.any():
             with torch.no_grad():
                 x0_prev[use] = model(x_t[use], time[use], mask[use]) * resp[use][..., None]
-    x0_hat = model(x_t, time, mask, x0_prev)  # [B, L, E]
+    head = None  # init minilm: the cross-entropy head's logits [N, V_out] behind x0_hat
+    if cfg.init == "minilm":
+        x0_hat, head = model(x_t, time, mask, where=resp, return_logits=True)  # [B, L, E], [N, V_out]
+    else:
+        x0_hat = model(x_t, time, mask, x0_prev, where=resp)  # [B, L, E]
 
     target = torch.where((t == 1)[:, None, None], e, y0)  # Eq. 7: the t = 1 term targets EMB(w^y) itself
     mse = (((x0_hat - target) ** 2).mean(-1) * resp).sum() / n
@@ -99,9 +105,11 @@ def continuous_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t:
     terms = {"mse": mse, "prior": prior}
     gold = batch.target[resp]  # [N] output-vocabulary index of each response position (-1 = not in it)
     known = (gold >= 0).sum().clamp(min=1)
-    logits = core.logits(x0_hat[resp])  # [N, V_out]
+    logits = core.logits(x0_hat[resp]) if head is None else head.float()  # [N, V_out]
+    if head is not None:
+        terms["ce"] = F.cross_entropy(logits, gold, ignore_index=-1, reduction="sum") / known
     if cfg.rounding != "none":
-        scored = logits if cfg.rounding == "prediction" else core.logits(y0[resp])
+        scored = core.logits(x0_hat[resp]) if cfg.rounding == "prediction" else core.logits(y0[resp])
         terms["rounding"] = F.cross_entropy(scored, gold, ignore_index=-1, reduction="sum") / known
     loss = sum(terms.values())
     accuracy = (logits.detach().argmax(-1) == gold).sum() / known

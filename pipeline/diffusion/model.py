@@ -10,6 +10,11 @@ Both read the same sequence (inputs.py) through the same pre-LN transformer unde
   hidden tokens tells the model how far along the chain it is, so it needs no timestep input (MDLM). With
   cfg.init "minilm" the embedding and transformer are the pretrained MiniLM-L6 encoder (cut to cfg.layers layers)
   under the same boolean mask.
+- ContinuousMiniLMModel ("continuous" with init "minilm"): Gaussian diffusion in MiniLM's WordPiece embedding space,
+  standardised per dimension, frozen and divided by cfg.noise_factor; x_t, back at MiniLM's scale, plus a
+  zero-initialised timestep embedding -> the MiniLM encoder -> the masked family's tied head -> logits over the output
+  vocabulary, and x0 = softmax(logits) . the output embeddings (CDCD / TESS), so a continuous chain reads a pretrained
+  encoder and the head's cross-entropy trains it.
 """
 import math
 
@@ -86,14 +91,16 @@ class DiffusEmpModel(nn.Module):
         return self.embedding(ids)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, attn_mask: torch.Tensor,
-                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+                x0_prev: torch.Tensor | None = None, where: torch.Tensor | None = None) -> torch.Tensor:
         """x_t [B, L, E] (noised response positions, clean embeddings elsewhere), t [B] original diffusion times,
         attn_mask [B, 1, L, L] bool (True = may attend), x0_prev [B, L, E]: the previous x0 estimate (self-conditioning;
-        None = zeros, and ignored without cfg.self_condition) -> predicted x0 [B, L, E]."""
+        None = zeros, and ignored without cfg.self_condition), where [B, L] bool: the positions whose estimate is read
+        (None = all) -> predicted x0 [B, L, E], zeros outside `where`."""
         if self.cfg.self_condition:
             x_t = torch.cat([x_t, torch.zeros_like(x_t) if x0_prev is None else x0_prev], dim=-1)  # [B, L, 2E]
         h = self.up(x_t) + self.time(timestep_embedding(t, self.cfg.emb_dim))[:, None]  # [B, L, W]
-        return self.down(self.transformer(h, attn_mask))
+        x0 = self.down(self.transformer(h, attn_mask))
+        return x0 if where is None else x0 * where[..., None]
 
     def output_embeddings(self) -> torch.Tensor:
         """Embeddings of the output vocabulary [V_out, E] (the rows the rounding head scores)."""
@@ -154,8 +161,67 @@ class MaskedDiffusEmpModel(nn.Module):
         return F.linear(self.head(h), self.embedding.weight[self.out_ids], self.out_bias)
 
 
+class ContinuousMiniLMModel(nn.Module):
+    """The continuous family on the pretrained MiniLM encoder: f_theta(x_t, t) -> x0 through a cross-entropy head.
+
+    The diffusion space (`space`, [vocab.size, E = 384]): MiniLM's word embeddings (control tokens' rows drawn from
+    their mean and covariance) minus their per-dimension mean, over their per-dimension standard deviation (both of
+    the WordPiece rows), over cfg.noise_factor; frozen, so the space cannot drift or collapse under the MSE.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab: Vocab, pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        W = cfg.width
+        self.register_buffer("out_ids", torch.tensor(vocab.out_ids), persistent=False)  # [V_out] model ids
+        self.end_id = vocab.end
+        self.encoder = minilm_encoder(cfg, vocab.size, pretrained)
+        table = self.encoder.embeddings.word_embeddings.weight  # [V, W]
+        table.requires_grad_(False)
+        pieces = table.detach()[:vocab.wordpiece_size]
+        self.register_buffer("mean", pieces.mean(0))  # [W]
+        self.register_buffer("std", pieces.std(0))  # [W]
+        self.time = nn.Sequential(nn.Linear(W, W), nn.SiLU(), nn.Linear(W, W))
+        nn.init.zeros_(self.time[2].weight), nn.init.zeros_(self.time[2].bias)  # the encoder starts as pretrained
+        self.head = nn.Sequential(nn.Linear(W, W), nn.GELU(), nn.LayerNorm(W))
+        self.out_bias = nn.Parameter(torch.zeros(len(vocab.out_ids)))
+
+    def to_space(self, e: torch.Tensor) -> torch.Tensor:
+        """MiniLM-scale embeddings [..., W] -> the diffusion space."""
+        return (e - self.mean) / self.std / self.cfg.noise_factor
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, L] -> their points of the diffusion space [B, L, E] (the clean x_0 of every position)."""
+        return self.to_space(self.encoder.embeddings.word_embeddings(ids))
+
+    def output_embeddings(self) -> torch.Tensor:
+        """The output vocabulary's points of the diffusion space [V_out, E]."""
+        return self.to_space(self.encoder.embeddings.word_embeddings.weight[self.out_ids])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, attn_mask: torch.Tensor,
+                x0_prev: torch.Tensor | None = None, where: torch.Tensor | None = None,
+                return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """As DiffusEmpModel.forward (x0_prev unused: no self-conditioning) -> x0 [B, L, E], zeros outside `where`;
+        with return_logits also the head's logits [N, V_out] at the `where` positions, row-major."""
+        where = torch.ones(x_t.shape[:2], dtype=torch.bool, device=x_t.device) if where is None else where
+        inputs = x_t * self.cfg.noise_factor * self.std + self.mean  # back at MiniLM's scale
+        inputs = inputs + self.time(timestep_embedding(t, self.cfg.width))[:, None]  # [B, L, W]
+        h = self.encoder(inputs_embeds=inputs, attention_mask=attn_mask).last_hidden_state  # [B, L, W]
+        logits = F.linear(self.head(h[where]), self.encoder.embeddings.word_embeddings.weight[self.out_ids],
+                          self.out_bias)  # [N, V_out]
+        x0 = torch.zeros_like(x_t)
+        x0[where] = (logits.float().softmax(-1) @ self.output_embeddings()).to(x0.dtype)  # the expected embedding
+        return (x0, logits) if return_logits else x0
+
+    def logits(self, x0: torch.Tensor) -> torch.Tensor:
+        """The continuous family's rounding head: x0 [..., E] -> logits [..., V_out], x0 . output embeddings."""
+        return F.linear(x0, self.output_embeddings())
+
+
 def build_model(cfg: ModelConfig, vocab: Vocab, pretrained: bool = True) -> nn.Module:
     """The denoiser of cfg.family, freshly initialised (pretrained: with cfg.init's weights where it names some)."""
     if cfg.family == "masked":
         return MaskedDiffusEmpModel(cfg, vocab, pretrained)
+    if cfg.init == "minilm":
+        return ContinuousMiniLMModel(cfg, vocab, pretrained)
     return DiffusEmpModel(cfg, vocab)

@@ -91,7 +91,7 @@ def continuous(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: 
 
     def denoise(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         nonlocal x0
-        x0 = model(x, schedule.model_time(step), mask, x0).float() * resp  # float32 under bf16 autocast too
+        x0 = model(x, schedule.model_time(step), mask, x0, where=is_resp).float()  # float32 under bf16 autocast too
         if clamp:  # only the response positions: the others are put back by `keep` anyway
             x0[is_resp] = nearest_output(model, x0[is_resp])
         return x0

@@ -26,13 +26,14 @@ from pipeline.precision import Bf16, precision_name, precision_report, use_bf16
 
 @dataclass(frozen=True)
 class BenchParams:
-    """params.yaml `bench`: timed training steps (after one warm-up step), responses per timed sampling batch, and the
+    """params.yaml `bench`: timed training steps (after one warm-up step), responses per timed sampling batch, the
     sampler's step counts timed (None: the most, all T for the continuous family, one token per step for the
-    masked one)."""
+    masked one), and the side of the square matmul that measures each precision's peak."""
 
     train_steps: int
     sample_batch: int
     sample_steps: list[int | None]
+    matmul_size: int
 
 
 def sync(device: torch.device) -> None:
@@ -131,21 +132,24 @@ def peak_memory_mb(device: torch.device) -> dict:
 
 
 def run_bench(decoder: Decoder, train_examples: list[Example], sample_rows: list[dict], candidates: int,
-              train_steps: int, train_bf16: Bf16, sample_steps: Sequence[int | None]) -> dict:
+              train_steps: int, train_bf16: Bf16, sample_steps: Sequence[int | None], matmul_size: int) -> dict:
     """All figures for metrics/bench.json.
 
     decoder: the trained model with the `sample` settings and the judges of its rerank rule. train_examples: one
     training batch (gold responses), timed in the precision that `train.bf16` (train_bf16) gives on this device,
     against the matmul peak of that precision (both peaks are reported). sample_rows: control rows (with `context`)
     of one sampling batch, sampled once per entry of sample_steps (the sampler alone: one draw, no rerank), then by
-    the whole default decoding (num_samples draws of each of `candidates` candidates, the rerank).
+    the whole default decoding (num_samples draws of each of `candidates` candidates, the rerank). matmul_size: the
+    side of the peaks' matmul (where bf16 is emulated, as on AVX2, bfloat16 runs at about 1 GFLOP/s: a 2048
+    one takes some 20 s per run).
     """
     model, vocab, sampling = decoder.model, decoder.vocab, decoder.cfg
     device = next(model.parameters()).device
     schedule = Schedule.from_config(model.cfg)
     bf16 = use_bf16(train_bf16, device)
-    peaks = {precision_name(b): round(matmul_peak_gflops(device, b), 2) for b in (False, True)}
-    out = {**precision_report(bf16, device), "threads": torch.get_num_threads(), "matmul_peak_gflops": peaks,
+    peaks = {precision_name(b): round(matmul_peak_gflops(device, b, matmul_size), 2) for b in (False, True)}
+    out = {**precision_report(bf16, device), "threads": torch.get_num_threads(), "matmul_size": matmul_size,
+           "matmul_peak_gflops": peaks,
            "parameters": sum(p.numel() for p in model.parameters()),
            "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps,
                                         peaks[precision_name(bf16)], bf16)}
