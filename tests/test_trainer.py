@@ -281,7 +281,8 @@ def test_several_draws_are_reranked_by_mbr_and_editing_starts_from_the_candidate
         generate(model, vocab, rows, relevant, seed=5, judges=Judges(fluency_nll=nll))
     # Strength 1/3 of 3 respaced steps: one reverse step, from the candidate's embeddings noised to that step.
     seen, forward = [], model.forward
-    model.forward = lambda x, t, mask, prev=None: seen.append((x.clone(), t.clone())) or forward(x, t, mask, prev)
+    model.forward = lambda x, t, mask, prev=None, where=None: (seen.append((x.clone(), t.clone()))
+                                                               or forward(x, t, mask, prev, where))
     generate(model, vocab, rows, dataclasses.replace(one, edit_strength=1 / 3), seed=5, edit=True)
     schedule = Schedule(CFG.T).respace(3)
     (x, t), = seen
