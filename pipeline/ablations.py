@@ -172,6 +172,11 @@ def resampled(arrays: Mapping[str, np.ndarray], draws: np.ndarray) -> np.ndarray
     return out
 
 
+def bootstrap_draws(n: int, resamples: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """int [resamples, n]: each row a resample of n example indices with replacement."""
+    return np.random.default_rng(seed).integers(0, n, (resamples, n))
+
+
 def paired_bootstrap(frames: Mapping[str, pd.DataFrame], resamples: int,
                      seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, dict[str, float]]]:
     """frames: variant -> rows of its SYSTEM (`check_scores`), `full` among them, all on the same examples ->
@@ -184,7 +189,7 @@ def paired_bootstrap(frames: Mapping[str, pd.DataFrame], resamples: int,
         raise PipelineError(f"experiment {other[0]} scored other examples than full: a paired comparison needs the "
                             "same `sample.subset` in every variant")
     arrays = {n: example_arrays(f.sort_values("example_id")) for n, f in frames.items()}
-    draws = np.random.default_rng(seed).integers(0, len(ids["full"]), (resamples, len(ids["full"])))
+    draws = bootstrap_draws(len(ids["full"]), resamples, seed)
     base, base_point = resampled(arrays["full"], draws), resampled(arrays["full"], np.arange(len(ids["full"]))[None])
     out = {}
     for name in frames:

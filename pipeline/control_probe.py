@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from pipeline.ablations import bootstrap_draws
 from pipeline.decoder import Decoder
 from pipeline.diffusion.inputs import Example, Role, collate
 from pipeline.diffusion.mask import control_range_mask
@@ -50,8 +51,7 @@ def random_cm(rows: Sequence[Mapping], pool: np.ndarray, seed: int) -> list[dict
 
 def interval(x: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
     """Per-example values x [N] -> {"mean", "low", "high"}: the mean and its bootstrap 95% percentile interval."""
-    draws = np.random.default_rng(seed).integers(0, len(x), (resamples, len(x)))
-    low, high = np.percentile(x[draws].mean(1), [2.5, 97.5])
+    low, high = np.percentile(x[bootstrap_draws(len(x), resamples, seed)].mean(1), [2.5, 97.5])
     return {"mean": float(x.mean()), "low": float(low), "high": float(high)}
 
 
@@ -117,8 +117,9 @@ def attention_mass(model: torch.nn.Module, examples: Sequence[Example], batch_si
             queries += int(hidden.sum())
     finally:
         encoder.set_attn_implementation(was)
-    names = list(ROLES)
-    per_layer = (mass / queries).tolist()
-    return {"layers": [dict(zip(names, map(lambda v: round(v, 4), row))) for row in per_layer],
-            "mean": dict(zip(names, [round(float(v), 4) for v in (mass / queries).mean(0)])),
-            "keys": dict(zip(names, [round(float(v), 4) for v in keys / queries]))}
+    def by_role(row: torch.Tensor) -> dict[str, float]:
+        return {role: round(float(v), 4) for role, v in zip(ROLES, row)}
+
+    per_layer = mass / queries  # [layers, groups]
+    return {"layers": [by_role(row) for row in per_layer], "mean": by_role(per_layer.mean(0)),
+            "keys": by_role(keys / queries)}

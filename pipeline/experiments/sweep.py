@@ -4,8 +4,8 @@ A design is a set of overrides of params.yaml's `model` and `train` sections. Ea
 (minutes of training, or optimizer steps) the run pauses, and the EMA weights are scored on held-out valid examples
 (evaluate.py: loss, one-shot accuracy per quarter of t, sampling token accuracy) plus the SmolLM2 fluency of the
 sampled texts, once per decoder of the designs file (evaluate.DECODERS: every family judged by the same decoder
-determinism; `clamped` only for the continuous family): one row per design, mark and decoder. The pauses are checkpoint resumes of the ordinary trainer, so a mark's figures are those of a run
-stopped there. The lr schedule is taken over the whole sweep (use lr_decay: none for an anytime curve: a linear decay
+determinism; `clamped` only for the continuous family): one row per design, mark and decoder. The pauses are
+checkpoint resumes of the ordinary trainer, so a mark's figures are those of a run stopped there. The lr schedule is taken over the whole sweep (use lr_decay: none for an anytime curve: a linear decay
 would anneal only at the last mark).
 
 Minutes are the training minutes of the machine the sweep ran on. A sweep run on a GPU in steps gives CPU minutes as
