@@ -72,11 +72,14 @@ def render_sweep(table: pd.DataFrame, png) -> None:
     x = "cpu_minutes_est" if table["cpu_minutes_est"].notna().all() else "minutes"
     label = "estimated 2-core CPU training minutes" if x == "cpu_minutes_est" else "training minutes"
     keys = ["design", "decoder"] if "decoder" in table else ["design"]
+    colour = {d: f"C{i % 10}" for i, d in enumerate(table["design"].unique())}  # one colour per design
+    style = {d: s for d, s in zip(table["decoder"].unique(), ("-", "--", ":", "-."))} if "decoder" in table else {}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, rows in table.groupby(keys, sort=False):
         name = " / ".join(map(str, key))
-        left.plot(rows[x], rows["sampling_accuracy"], marker="o", label=name)
-        right.plot(rows[x], rows["fluency_ppl"], marker="o", label=name)
+        look = {"marker": "o", "label": name, "color": colour[key[0]], "linestyle": style.get(key[-1], "-")}
+        left.plot(rows[x], rows["sampling_accuracy"], **look)
+        right.plot(rows[x], rows["fluency_ppl"], **look)
     left.set(xlabel=label, ylabel="held-out sampling token accuracy")
     right.set(xlabel=label, ylabel="SmolLM2 fluency PPL (lower is better)", yscale="log")
     left.legend(fontsize=8)

@@ -6,12 +6,12 @@ import pandas as pd
 import typer
 
 from pipeline.cli import guard
-from pipeline.diffusion.config import SampleConfig
+from pipeline.diffusion.config import ModelConfig, SampleConfig, TrainConfig
 from pipeline.errors import missing_artifact
 from pipeline.io import read_frame, read_json
 from pipeline.params import load_params, section, value
 from pipeline.plots import read_step_metrics, render_cm, render_curves
-from pipeline.report import BEGIN, END, EXAMPLES, examples_section, results_section, update_readme
+from pipeline.report import BEGIN, END, EXAMPLES, examples_section, model_note, results_section, update_readme
 from pipeline.retrieval import RetrieveParams
 from pipeline.schemas import DIALOGUES, SCORES
 
@@ -33,8 +33,10 @@ def main(scores: str = "metrics/scores.json",
     p = load_params(params)
     sampling, k = section(p, "sample", SampleConfig), section(p, "retrieve", RetrieveParams).k
     counts = sampling.candidates_of(k), sampling.for_edit().candidates_of(k)  # retrieved, edit
+    training = section(p, "train", TrainConfig)
+    note = model_note(section(p, "model", ModelConfig), training.steps, training.batch_size, sampling.steps)
     update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others,
-                                                         sampling.num_samples, sampling.rerank, *counts),
+                                                         sampling.num_samples, sampling.rerank, *counts, note),
                            EXAMPLES: examples_section(outputs, contexts, value(p, "seed", int))})
     for data, png, render, read, stage in ((cm_data, cm_png, render_cm, pd.read_csv, "score"),
                                            (loss_data, loss_png, render_curves, read_step_metrics, "train_diffusion")):

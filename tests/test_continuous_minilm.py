@@ -1,6 +1,8 @@
 """The continuous family on the pretrained MiniLM encoder (model.ContinuousMiniLMModel): its frozen, standardised
 diffusion space, an encoder that starts as the pretrained one, x0 as the expected embedding under the cross-entropy
 head, the loss terms, and a save / load round trip."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,3 +94,58 @@ def test_config_checks_and_the_saved_config_of_older_models():
         ModelConfig(family="masked", noise_factor=2.0)
     with pytest.raises(PipelineError, match="emb_dim=384"):
         ModelConfig(**{**CFG.to_dict(), "emb_dim": 128})
+    assert "soft_absorb" not in CFG.to_dict() and "t_min" not in CFG.to_dict()
+    with pytest.raises(PipelineError, match="soft_absorb and evidence"):
+        ModelConfig(family="masked", soft_absorb=True)
+    with pytest.raises(PipelineError, match="t_min=3: in 1..T=2000, and 1 except for family=continuous"):
+        ModelConfig(family="masked", t_min=3)
+
+
+def test_the_soft_absorbing_state_replaces_response_positions_at_rate_t_over_T(setup):
+    """At t = T every response position is noised from m (the gold tokens are not seen), at t = 1 hardly any is;
+    m starts at WordPiece [MASK]'s point of the space and the sampler starts from q(x_T | m)."""
+    vocab, _, batch = setup
+    cfg = ModelConfig(**{**CFG.to_dict(), "soft_absorb": True})
+    torch.manual_seed(0)
+    model = build_model(cfg, vocab)
+    assert torch.allclose(model.absorb, model.embed(torch.tensor([[vocab.mask]]))[0, 0])
+    seen = []
+    forward = model.forward
+    model.forward = lambda x_t, *a, **k: (seen.append(x_t), forward(x_t, *a, **k))[1]
+    resp = batch.is_response
+    other = dataclasses.replace(batch, ids=torch.where(resp, 2023, batch.ids))  # every response token another
+    schedule = Schedule.from_config(cfg)
+    for t in (cfg.T, 1):
+        for b in (batch, other):
+            training_loss(model, b, schedule, t=torch.full((len(b),), t), generator=torch.Generator().manual_seed(5))
+        same = torch.isclose(seen[-2], seen[-1]).all(-1)  # [B, L]
+        assert same[resp].all() if t == cfg.T else not same[resp].any()
+    start = len(seen)
+    sample(model, batch, schedule, 3, generator=torch.Generator().manual_seed(1))
+    clean = model.embed(batch.ids)
+    eps = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    x_T = schedule.respace(3).q_sample(model.absorb.expand_as(clean), torch.full((len(batch),), 3), eps)
+    assert torch.allclose(seen[start][batch.is_response], x_T[batch.is_response].detach(), atol=1e-6)
+
+
+def test_evidence_adds_the_gaussian_log_likelihood_of_x_t_under_each_token(setup):
+    """With the head silenced, the logits are log N(x_t; sqrt(a) e_w, (1 - a) I) over the output tokens (normalised
+    over them), computed by hand with torch.distributions; at small t they pick the gold token as rounding would."""
+    vocab, _, batch = setup
+    cfg = ModelConfig(**{**CFG.to_dict(), "evidence": True})
+    model = build_model(cfg, vocab).eval()
+    torch.nn.init.zeros_(model.head[2].weight), torch.nn.init.zeros_(model.head[2].bias)
+    schedule, resp, mask = Schedule.from_config(cfg), batch.is_response, control_range_mask(batch, cfg.mask,
+                                                                                            cfg.signals)
+    for t in (2, 60):
+        step = torch.full((len(batch),), t)
+        x_t = schedule.q_sample(model.embed(batch.ids), step, torch.randn(*batch.ids.shape, 384,
+                                                                         generator=torch.Generator().manual_seed(t)))
+        _, logits = model(x_t, step, mask, where=resp, return_logits=True)
+        a = schedule.alpha_bar[t].float()
+        normal = torch.distributions.Normal(a.sqrt() * model.output_embeddings(), (1 - a).sqrt())
+        expected = normal.log_prob(x_t[resp][:, None]).sum(-1)  # [N, V_out]
+        assert torch.allclose(logits.log_softmax(-1), expected.log_softmax(-1), atol=1e-3)
+        if t == 2:
+            gold = batch.target[resp]
+            assert torch.equal(logits.argmax(-1)[gold >= 0], gold[gold >= 0])

@@ -118,8 +118,21 @@ def test_respacing_with_T_steps_is_the_original_schedule():
     assert torch.equal(short.alpha_bar, full.alpha_bar[short.timesteps])
     assert torch.allclose(torch.cumprod(1 - short.betas, 0), short.alpha_bar, rtol=1e-9, atol=0)
     assert short.posterior_var[1] == 0 and short.posterior_c0[1] == 1  # the last step returns x0
-    with pytest.raises(PipelineError, match="respaced steps must be in 1..T = 2000, got 2001"):
+    with pytest.raises(PipelineError, match="respaced steps must be in 1..2000 .the schedule's steps., got 2001"):
         full.respace(2001)
+    assert full.respace(4).timesteps.tolist() == [0, 500, 1000, 1500, 2000]
+
+
+def test_a_clipped_schedule_keeps_t_min_to_T_and_respaces_within_it():
+    clipped = Schedule.from_config(ModelConfig(T=2000, t_min=501))
+    full = Schedule(2000)
+    assert len(clipped) == 1500 and clipped.timesteps[1] == 501 and clipped.timesteps[-1] == 2000
+    assert torch.equal(clipped.alpha_bar[1:], full.alpha_bar[501:])
+    assert clipped.data_sigma == full.data_sigma  # q(x_0 | w) keeps the original t = 1 noise
+    assert clipped.respace(3).timesteps.tolist() == [0, 1000, 1500, 2000]
+    assert clipped.posterior_c0[1] == 1 and clipped.posterior_var[1] == 0  # the last step predicts x0 at t_min
+    with pytest.raises(PipelineError, match="t_min=1 except for family=continuous|t_min=5: in 1..T"):
+        ModelConfig(T=4, t_min=5)
 
 
 @pytest.mark.parametrize("cfg", [CFG, SELF_CONDITIONED], ids=["plain", "self_conditioned"])

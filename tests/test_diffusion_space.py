@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.diffusion.schedule import Schedule
-from pipeline.diffusion.space import rounding_accuracy
+from pipeline.diffusion.space import norm_by_frequency, rounding_accuracy
 
 
 def test_two_points_on_a_line_are_told_apart_as_the_normal_cdf_says():
@@ -28,3 +28,12 @@ def test_a_far_away_point_never_wins_a_tie_it_should_not():
     e = torch.tensor([[1.0, 0.0], [10.0, 0.0]])
     out = rounding_accuracy(e, torch.zeros(1000, dtype=torch.long), Schedule(2000), [1], seed=0)
     assert out[1] == 1.0
+
+
+def test_norms_are_averaged_within_each_count_bin():
+    rows = torch.tensor([[3.0, 4.0], [0.0, 1.0], [0.0, 3.0], [6.0, 8.0]])  # norms 5, 1, 3, 10
+    counts = torch.tensor([0, 5, 7, 20000])
+    assert norm_by_frequency(rows, counts) == [
+        {"counts": "0-1", "tokens": 1, "mean_norm": 5.0, "std_norm": 0.0},
+        {"counts": "1-10", "tokens": 2, "mean_norm": 2.0, "std_norm": round(2 ** 0.5, 3)},
+        {"counts": "10000+", "tokens": 1, "mean_norm": 10.0, "std_norm": 0.0}]

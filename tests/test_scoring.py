@@ -8,8 +8,8 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.io import write_frame
 from pipeline.plots import render_cm, render_curves
-from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, numeric_leaves, replace_section,
-                             results_section, results_table)
+from pipeline.report import (BEGIN, END, EXAMPLES, RERANK_JUDGES, examples_section, model_note, numeric_leaves,
+                             replace_section, results_section, results_table)
 from pipeline.schemas import SCORES
 from pipeline.scoring import (SCORE_LABELS, SYSTEMS, Scorers, assemble_systems, cm_points, json_safe,
                               reranked_sources, score_system, score_systems)
@@ -174,6 +174,24 @@ def test_report_section_and_markers(tmp_path):
     assert "one draw per example (of the top-1 candidate), not reranked" in results_section(scores, {}, 6, "none", 1, 3)
     from pipeline.diffusion.config import RERANKS
     assert set(RERANK_JUDGES) == set(RERANKS)  # every rule says what it reads
+    line = "- The DiffusEmp rows come from the masked"
+    assert line in results_section(scores, {}, 6, "none", 1, 3, line) and line not in section
+
+
+def test_model_note_names_the_family_and_the_papers_setting():
+    from pipeline.diffusion.config import ModelConfig
+    masked = ModelConfig(family="masked", init="minilm", width=384, heads=12, ffn=1536, layers=3)
+    assert model_note(masked, 3600, 64, 32) == (
+        "- The DiffusEmp rows come from the masked (absorbing-state discrete) diffusion family over WordPieces, not the "
+        "paper's continuous one (docs/diffusion.md says why); the denoiser is the first 3 layers of the pretrained "
+        "MiniLM-L6 encoder, its WordPiece embeddings tied to the output head, trained 3,600 steps of batch 64 and "
+        "sampled in 32 unmasking steps. The paper (appendix A.4): continuous Gaussian diffusion over 128-d randomly "
+        "initialised word embeddings, a 12-layer width-768 transformer trained from scratch, batch 128, 80k steps, "
+        "2,000 sampling steps.")
+    paper = model_note(ModelConfig(), 80000, 128, None)
+    assert ("from the paper's continuous (Gaussian) diffusion family over 128-d randomly initialised embeddings; the "
+            "denoiser is a 12-layer width-768 transformer from scratch, trained 80,000 steps of batch 128 and sampled "
+            "in 2000 reverse steps.") in paper
     readme = f"# Title\n\n{BEGIN}\nold table\n{END}\n\nMore text.\n"
     out = replace_section(readme, "NEW")
     assert out == f"# Title\n\n{BEGIN}\nNEW\n{END}\n\nMore text.\n"

@@ -18,7 +18,8 @@ RERANKS = get_args(Rerank)
 MINILM_SHAPE, MINILM_LAYERS = (384, 12, 1536), 6  # all-MiniLM-L6-v2: (width, heads, ffn) and its layers
 
 
-ADDED_LATER = {"noise_factor": 1.0}  # ModelConfig options newer than saved models, and their defaults
+# ModelConfig options newer than saved models, and their defaults
+ADDED_LATER = {"noise_factor": 1.0, "soft_absorb": False, "t_min": 1, "evidence": False}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ class ModelConfig:
       (model.ContinuousMiniLMModel).
     noise_factor: (continuous, init minilm) the diffusion space is divided by it: F times more noise for the same
       schedule (Difformer's noise factor), so the noise outgrows the distance between neighbouring tokens earlier.
+    soft_absorb: (continuous, init minilm) DiffuSeq-v2's soft absorbing state: before noising, each response position's
+      clean embedding is replaced by a learned point m of the diffusion space (initialised at WordPiece [MASK]) with
+      probability t / T, and the chain starts from q(x_T | m); the targets stay the gold tokens.
+    t_min: (continuous) the smallest diffusion time trained and sampled (DINOISER's clipped t): training draws t from
+      t_min..T, the sampler's last step predicts x0 at t_min; 1 = the whole schedule.
+    evidence: (continuous, init minilm) the head's logits plus each output token's Gaussian log-likelihood of x_t,
+      log N(x_t; sqrt(alpha_bar_t) e_w, (1 - alpha_bar_t) I) up to a constant: what x_t alone says about w (the
+      model-free decoder of pipeline/diffusion/space.py), so the network learns only what the context adds.
     """
 
     family: Literal["continuous", "masked"] = "continuous"
@@ -67,6 +76,9 @@ class ModelConfig:
     self_condition: bool = False
     init: Literal["random", "minilm"] = "random"
     noise_factor: float = 1.0
+    soft_absorb: bool = False
+    t_min: int = 1
+    evidence: bool = False
 
     def __post_init__(self):
         # Normalise signals to a tuple in SIGNALS order so that ("sf", "cm") and ["cm", "sf"] mean the same model.
@@ -92,6 +104,10 @@ class ModelConfig:
         if self.noise_factor <= 0 or (self.noise_factor != 1.0 and not continuous_minilm):
             problems.append(f"noise_factor={self.noise_factor}: a positive number, and 1 except for family=continuous "
                             "with init=minilm")
+        if (self.soft_absorb or self.evidence) and not continuous_minilm:
+            problems.append("soft_absorb and evidence are options of family=continuous with init=minilm")
+        if not 1 <= self.t_min <= self.T or (self.t_min > 1 and self.family != "continuous"):
+            problems.append(f"t_min={self.t_min}: in 1..T={self.T}, and 1 except for family=continuous")
         if problems:
             raise PipelineError("diffusion model config: bad " + "; ".join(problems) + ": fix params.yaml")
 

@@ -14,6 +14,8 @@ response embeddings and y0 = e + sqrt(1 - alpha_bar_1) eps0 (Diffusion-LM's q(x0
   "none": Eq. 7 alone.
 - ce (init minilm): the cross-entropy of the gold token under the head whose softmax gives x0_hat (CDCD / TESS);
   its argmax is then the `accuracy`.
+With cfg.soft_absorb the noised point of a response position is the absorbing state m instead of y0 with probability
+t / T (DiffuSeq-v2); every target stays the gold token's. t is drawn from the schedule's steps (cfg.t_min..T).
 Self-conditioning (cfg.self_condition, Chen et al. 2023): the denoiser also sees an earlier x0 estimate, which the
 sampler feeds from its previous step; training draws it from the model itself for half of the examples.
 Every term is a mean over response positions (squared errors also averaged over the E dimensions).
@@ -79,11 +81,16 @@ def continuous_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t:
     n = resp.sum().clamp(min=1)
     draw_on = generator.device if generator is not None else "cpu"
     e = core.embed(batch.ids)  # [B, L, E]
-    sigma0 = float((1 - schedule.alpha_bar[1]).sqrt())
-    y0 = torch.where(resp[..., None], e + sigma0 * randn_like(e, generator), e)  # [B, L, E]
-    x_t = noise_response(y0, resp, schedule, t, randn_like(e, generator))
-    mask = control_range_mask(batch, cfg.mask, cfg.signals)  # [B, 1, L, L]
+    y0 = torch.where(resp[..., None], e + schedule.data_sigma * randn_like(e, generator), e)  # [B, L, E]
+    eps = randn_like(e, generator)
     time = schedule.model_time(t)  # [B]
+    noised = y0
+    if cfg.soft_absorb:  # DiffuSeq-v2: a response position starts from the absorbing state m with probability t / T
+        u = torch.rand(resp.shape, generator=generator, device=draw_on).to(resp.device)  # [B, L]
+        absorbed = resp & (u < (time / cfg.T)[:, None])
+        noised = torch.where(absorbed[..., None], core.absorb.to(y0.dtype), y0)
+    x_t = noise_response(noised, resp, schedule, t, eps)
+    mask = control_range_mask(batch, cfg.mask, cfg.signals)  # [B, 1, L, L]
     x0_prev = None
     if cfg.self_condition:
         # Half of the examples first get the model's own estimate (no gradient) as the self-conditioning input, as

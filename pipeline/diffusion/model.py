@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.diffusion.config import ModelConfig
+from pipeline.diffusion.schedule import sqrt_alpha_bar
 from pipeline.diffusion.vocab import Vocab
 
 
@@ -181,10 +182,13 @@ class ContinuousMiniLMModel(nn.Module):
         pieces = table.detach()[:vocab.wordpiece_size]
         self.register_buffer("mean", pieces.mean(0))  # [W]
         self.register_buffer("std", pieces.std(0))  # [W]
+        if cfg.soft_absorb:  # DiffuSeq-v2's soft absorbing state, a point of the diffusion space [E]
+            self.absorb = nn.Parameter(self.to_space(table.detach()[vocab.mask]).clone())
         self.time = nn.Sequential(nn.Linear(W, W), nn.SiLU(), nn.Linear(W, W))
         nn.init.zeros_(self.time[2].weight), nn.init.zeros_(self.time[2].bias)  # the encoder starts as pretrained
         self.head = nn.Sequential(nn.Linear(W, W), nn.GELU(), nn.LayerNorm(W))
         self.out_bias = nn.Parameter(torch.zeros(len(vocab.out_ids)))
+        self.register_buffer("alpha_bar", sqrt_alpha_bar(cfg.T, cfg.noise_offset).float(), persistent=False)  # [T+1]
 
     def to_space(self, e: torch.Tensor) -> torch.Tensor:
         """MiniLM-scale embeddings [..., W] -> the diffusion space."""
@@ -209,9 +213,19 @@ class ContinuousMiniLMModel(nn.Module):
         h = self.encoder(inputs_embeds=inputs, attention_mask=attn_mask).last_hidden_state  # [B, L, W]
         logits = F.linear(self.head(h[where]), self.encoder.embeddings.word_embeddings.weight[self.out_ids],
                           self.out_bias)  # [N, V_out]
+        if self.cfg.evidence:
+            logits = logits.float() + self.evidence(x_t[where], t[:, None].expand(where.shape)[where])
         x0 = torch.zeros_like(x_t)
         x0[where] = (logits.float().softmax(-1) @ self.output_embeddings()).to(x0.dtype)  # the expected embedding
         return (x0, logits) if return_logits else x0
+
+    def evidence(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log N(x_t; sqrt(a) e_w, (1 - a) I) + const for every output token w, a = alpha_bar(t), in float32 (the
+        terms grow as 1 / (1 - a)): x_t [N, E] points of the diffusion space at times t [N] -> [N, V_out]."""
+        with torch.autocast(x_t.device.type, enabled=False):
+            a = self.alpha_bar[t].float()[:, None]  # [N, 1]
+            emb = self.output_embeddings().float()  # [V_out, E]
+            return (a.sqrt() * (x_t.float() @ emb.T) - a / 2 * (emb ** 2).sum(-1)) / (1 - a)
 
     def logits(self, x0: torch.Tensor) -> torch.Tensor:
         """The continuous family's rounding head: x0 [..., E] -> logits [..., V_out], x0 . output embeddings."""

@@ -1,11 +1,11 @@
 """Reverse diffusion of the response positions, then WordPiece ids; `sample` dispatches on the model's family.
 
-Continuous: x_K ~ N(0, I) on the response positions (clean embeddings elsewhere); at each step i = K..1 the model
-predicts x0, optionally clamped to the nearest output embedding (Diffusion-LM), the solver takes x_i to x_{i-1}
-(`reverse_chain`: ancestral, x_{i-1} ~ q(x_{i-1} | x_i, x0); or DPM-Solver++(2M), deterministic), and every
-non-response position is put back to its clean embedding. A self-conditioned model also sees the previous step's x0
-estimate (zeros at the first step). Only the current state is kept (no trajectory). The last step gives x0 itself,
-which the tied rounding head turns into ids.
+Continuous: x_K ~ N(0, I) on the response positions (clean embeddings elsewhere; with a soft absorbing state m,
+x_K ~ q(x_K | m)); at each step i = K..1 the model predicts x0, optionally clamped to the nearest output embedding
+(Diffusion-LM), the solver takes x_i to x_{i-1} (`reverse_chain`: ancestral, x_{i-1} ~ q(x_{i-1} | x_i, x0); or
+DPM-Solver++(2M), deterministic), and every non-response position is put back to its clean embedding. A
+self-conditioned model also sees the previous step's x0 estimate (zeros at the first step). Only the current state is
+kept (no trajectory). The last step gives x0 itself, which the tied rounding head turns into ids.
 
 Masked (confidence-ordered unmasking, MaskGIT / MDLM): every response position starts hidden ([MASK]); at each of K
 steps the model predicts a token for every hidden position and the most confident predictions are revealed, so that
@@ -85,6 +85,10 @@ def continuous(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: 
         noised = schedule.q_sample(clean, torch.full((len(batch),), start, device=clean.device), randn_like(clean,
                                                                                                          generator))
         x = torch.where(resp, noised, clean)
+    elif cfg.soft_absorb:  # every response position absorbed at t = T: x_K ~ q(x_K | m)
+        last = torch.full((len(batch),), start, device=clean.device)
+        absorbed = schedule.q_sample(model.absorb.expand_as(clean), last, randn_like(clean, generator))
+        x = torch.where(resp, absorbed, clean)
     else:
         x = torch.where(resp, randn_like(clean, generator), clean)
     x0 = torch.zeros_like(clean)  # the previous x0 estimate (self-conditioning), on the response positions only

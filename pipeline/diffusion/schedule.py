@@ -79,6 +79,8 @@ class Schedule:
         if kept[-1] != T or bool((kept[1:] <= kept[:-1]).any()) or kept[0] < 1:
             raise ValueError(f"timesteps must ascend within 1..{T} and end at {T}")
         self.timesteps = torch.cat([torch.zeros(1, dtype=torch.long), kept])
+        # Diffusion-LM's q(x_0 | w) = N(EMB(w), (1 - alpha_bar(1)) I): the original t = 1's noise, whatever is kept.
+        self.data_sigma = float((1 - full[1]).sqrt())
         ab = full[self.timesteps]
         ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
         self.alpha_bar = ab
@@ -98,20 +100,22 @@ class Schedule:
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "Schedule":
-        """The training schedule of a model: its T steps and noise_offset."""
-        return cls(cfg.T, cfg.noise_offset)
+        """The training schedule of a model: its steps t_min..T and noise_offset."""
+        return cls(cfg.T, cfg.noise_offset, torch.arange(cfg.t_min, cfg.T + 1) if cfg.t_min > 1 else None)
 
     def __len__(self) -> int:
         """K: the number of reverse steps."""
         return len(self.timesteps) - 1
 
     def respace(self, steps: int) -> "Schedule":
-        """`steps` evenly spaced steps of the original T (always including t = T); steps = T gives this schedule."""
-        if not 1 <= steps <= self.T:
-            raise PipelineError(f"respaced steps must be in 1..T = {self.T}, got {steps}: "
-                                "fix sample.steps (null = all T)")
-        kept = torch.linspace(self.T, 0, steps + 1, dtype=torch.float64)[:-1].round().long().flip(0)  # [steps]
-        return Schedule(self.T, self.offset, kept.clamp(min=1))
+        """`steps` evenly spaced steps of this schedule's span t_min..T (always including t = T); steps = len(self)
+        gives this schedule."""
+        if not 1 <= steps <= len(self):
+            raise PipelineError(f"respaced steps must be in 1..{len(self)} (the schedule's steps), got {steps}: "
+                                "fix sample.steps (null = all of them)")
+        low = int(self.timesteps[1])  # t_min
+        span = torch.linspace(self.T - low + 1, 0, steps + 1, dtype=torch.float64)[:-1].round().long().flip(0)
+        return Schedule(self.T, self.offset, (low - 1 + span).clamp(min=low))  # [steps]
 
     def _at(self, arr: torch.Tensor, step: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """arr[step] as `like`'s dtype/device, shaped [B, 1, 1] to broadcast over [B, L, E]."""

@@ -5,6 +5,10 @@ takes the token of highest likelihood, argmin_v ||x_t - sqrt(alpha_bar_t) e_v||^
 `rounding_accuracy` is the share of tokens it gets back. Where the share is ~1 the denoiser has nothing to learn;
 where it is ~0, everything: uniform t spends training where the curve is flat, and a space whose curve falls only
 near t = T (or at t ~ 0) wastes most of its steps; a noise factor or a clipped t moves or skips the flat part.
+
+`norm_by_frequency` shows how a trained space has moved: the mean norm of the embedding rows of tokens that are
+frequent, rare or absent in the training responses (a row that is never a target keeps its initial norm, and a
+bias-free dot-product rounding favours long rows).
 """
 from collections.abc import Sequence
 
@@ -32,4 +36,24 @@ def rounding_accuracy(embeddings: torch.Tensor, tokens: torch.Tensor, schedule: 
             # argmin_v ||x - sqrt(a) e_v||^2 = argmax_v (2 sqrt(a) x . e_v - a ||e_v||^2)
             right += int(((2 * a ** 0.5 * x @ e.T - a * norms).argmax(-1) == part).sum())
         out[int(step)] = right / max(len(tokens), 1)
+    return out
+
+
+FREQUENCY_BINS = (0, 1, 10, 100, 1000, 10000)  # lower edges of the count bins of `norm_by_frequency`
+
+
+@torch.no_grad()
+def norm_by_frequency(embeddings: torch.Tensor, counts: torch.Tensor) -> list[dict]:
+    """embeddings [V, E]; counts [V]: how often each token is a training target -> one dict per non-empty bin of
+    FREQUENCY_BINS, {"counts": "lo-hi" (hi exclusive; "lo+" for the last), "tokens", "mean_norm", "std_norm"}."""
+    norms = embeddings.float().norm(dim=-1)  # [V]
+    edges = [*FREQUENCY_BINS, None]
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (counts >= lo) & (counts < hi) if hi is not None else counts >= lo
+        if inside.any():
+            part = norms[inside]
+            out.append({"counts": f"{lo}-{hi}" if hi is not None else f"{lo}+", "tokens": int(inside.sum()),
+                        "mean_norm": round(float(part.mean()), 3),
+                        "std_norm": round(float(part.std()), 3) if len(part) > 1 else 0.0})
     return out
