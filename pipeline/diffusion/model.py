@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.diffusion.config import ModelConfig
-from pipeline.diffusion.schedule import sqrt_alpha_bar
+from pipeline.diffusion.schedule import log_likelihood, sqrt_alpha_bar
 from pipeline.diffusion.vocab import Vocab
 
 
@@ -220,12 +220,10 @@ class ContinuousMiniLMModel(nn.Module):
         return (x0, logits) if return_logits else x0
 
     def evidence(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log N(x_t; sqrt(a) e_w, (1 - a) I) + const for every output token w, a = alpha_bar(t), in float32 (the
-        terms grow as 1 / (1 - a)): x_t [N, E] points of the diffusion space at times t [N] -> [N, V_out]."""
+        """schedule.log_likelihood of x_t under every output token at alpha_bar(t), in float32 (the terms grow as
+        1 / (1 - alpha_bar)): x_t [N, E] points of the diffusion space at times t [N] -> [N, V_out]."""
         with torch.autocast(x_t.device.type, enabled=False):
-            a = self.alpha_bar[t].float()[:, None]  # [N, 1]
-            emb = self.output_embeddings().float()  # [V_out, E]
-            return (a.sqrt() * (x_t.float() @ emb.T) - a / 2 * (emb ** 2).sum(-1)) / (1 - a)
+            return log_likelihood(x_t.float(), self.output_embeddings().float(), self.alpha_bar[t].float()[:, None])
 
     def logits(self, x0: torch.Tensor) -> torch.Tensor:
         """The continuous family's rounding head: x0 [..., E] -> logits [..., V_out], x0 . output embeddings."""

@@ -66,6 +66,12 @@ def sqrt_alpha_bar(T: int, offset: float = 1e-4) -> torch.Tensor:
     return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
 
 
+def log_likelihood(x_t: torch.Tensor, emb: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
+    """log q(x_t | x_0 = e_w) + a constant, for every row e_w of emb: x_t [N, E], emb [V, E], alpha_bar a float or
+    [N, 1] -> [N, V] = (sqrt(a) x_t . e_w - a ||e_w||^2 / 2) / (1 - a). Its argmax is the model-free decoder of x_t."""
+    return (alpha_bar ** 0.5 * (x_t @ emb.T) - alpha_bar / 2 * (emb ** 2).sum(-1)) / (1 - alpha_bar)
+
+
 class Schedule:
     """A schedule over K steps. Tensors indexed by step i in 0..K (index 0 = clean data), float64 on the CPU:
     timesteps [K+1] (original t of each step, timesteps[0] = 0), alpha_bar [K+1], betas [K+1] (betas[0] = 0),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.schedule import Schedule, log_likelihood
 
 
 @torch.no_grad()
@@ -24,7 +24,6 @@ def rounding_accuracy(embeddings: torch.Tensor, tokens: torch.Tensor, schedule: 
     them, drawn as the data draws them (frequent tokens often); steps: steps of `schedule` (1..K) -> {step: the share
     of the N tokens whose noised embedding the model-free decoder maps back to them}."""
     e = embeddings.float()
-    norms = (e ** 2).sum(-1)  # [V]
     generator = torch.Generator().manual_seed(seed)
     out = {}
     for step in steps:
@@ -33,8 +32,7 @@ def rounding_accuracy(embeddings: torch.Tensor, tokens: torch.Tensor, schedule: 
         for part in tokens.split(chunk):
             clean = e[part]  # [n, E]
             x = a ** 0.5 * clean + (1 - a) ** 0.5 * torch.randn(clean.shape, generator=generator)
-            # argmin_v ||x - sqrt(a) e_v||^2 = argmax_v (2 sqrt(a) x . e_v - a ||e_v||^2)
-            right += int(((2 * a ** 0.5 * x @ e.T - a * norms).argmax(-1) == part).sum())
+            right += int((log_likelihood(x, e, a).argmax(-1) == part).sum())  # argmin_v ||x - sqrt(a) e_v||^2
         out[int(step)] = right / max(len(tokens), 1)
     return out
 
