@@ -117,6 +117,7 @@ def attention_mass(model: torch.nn.Module, examples: Sequence[Example], batch_si
             queries += int(hidden.sum())
     finally:
         encoder.set_attn_implementation(was)
+
     def by_role(row: torch.Tensor) -> dict[str, float]:
         return {role: round(float(v), 4) for role, v in zip(ROLES, row)}
 

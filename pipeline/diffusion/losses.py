@@ -112,11 +112,12 @@ def continuous_loss(model: torch.nn.Module, batch: Batch, schedule: Schedule, t:
     terms = {"mse": mse, "prior": prior}
     gold = batch.target[resp]  # [N] output-vocabulary index of each response position (-1 = not in it)
     known = (gold >= 0).sum().clamp(min=1)
-    logits = core.logits(x0_hat[resp]) if head is None else head.float()  # [N, V_out]
+    rounded = core.logits(x0_hat[resp]) if head is None or cfg.rounding == "prediction" else None  # [N, V_out]
+    logits = rounded if head is None else head.float()  # [N, V_out]
     if head is not None:
         terms["ce"] = F.cross_entropy(logits, gold, ignore_index=-1, reduction="sum") / known
     if cfg.rounding != "none":
-        scored = core.logits(x0_hat[resp]) if cfg.rounding == "prediction" else core.logits(y0[resp])
+        scored = rounded if cfg.rounding == "prediction" else core.logits(y0[resp])
         terms["rounding"] = F.cross_entropy(scored, gold, ignore_index=-1, reduction="sum") / known
     loss = sum(terms.values())
     accuracy = (logits.detach().argmax(-1) == gold).sum() / known

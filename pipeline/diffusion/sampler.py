@@ -81,16 +81,13 @@ def continuous(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: 
     resp = is_resp[..., None]  # [B, L, 1]
     clean = model.embed(batch.ids)  # [B, L, E]: the candidate's embeddings at the response positions, if any
     start = math.ceil(strength * len(schedule))
-    if strength < 1:
-        noised = schedule.q_sample(clean, torch.full((len(batch),), start, device=clean.device), randn_like(clean,
-                                                                                                         generator))
-        x = torch.where(resp, noised, clean)
-    elif cfg.soft_absorb:  # every response position absorbed at t = T: x_K ~ q(x_K | m)
-        last = torch.full((len(batch),), start, device=clean.device)
-        absorbed = schedule.q_sample(model.absorb.expand_as(clean), last, randn_like(clean, generator))
-        x = torch.where(resp, absorbed, clean)
+    if strength < 1 or cfg.soft_absorb:  # x_start ~ q(x_start | the candidate), or q(x_K | m) (soft absorbing state)
+        origin = clean if strength < 1 else model.absorb.expand_as(clean)
+        first = schedule.q_sample(origin, torch.full((len(batch),), start, device=clean.device),
+                                  randn_like(clean, generator))
     else:
-        x = torch.where(resp, randn_like(clean, generator), clean)
+        first = randn_like(clean, generator)
+    x = torch.where(resp, first, clean)
     x0 = torch.zeros_like(clean)  # the previous x0 estimate (self-conditioning), on the response positions only
 
     def denoise(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
     return (time.perf_counter() - start) / repeats
 
 
-def matmul_peak_gflops(device: torch.device, bf16: bool, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflops(device: torch.device, bf16: bool, n: int, repeats: int = 5) -> float:
     """GFLOP/s of an n x n matmul in bfloat16 (bf16) or float32: the practical compute ceiling of this device in that
     precision."""
     dtype = torch.bfloat16 if bf16 else torch.float32

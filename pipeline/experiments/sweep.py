@@ -5,8 +5,9 @@ A design is a set of overrides of params.yaml's `model` and `train` sections. Ea
 (evaluate.py: loss, one-shot accuracy per quarter of t, sampling token accuracy) plus the SmolLM2 fluency of the
 sampled texts, once per decoder of the designs file (evaluate.DECODERS: every family judged by the same decoder
 determinism; `clamped` only for the continuous family): one row per design, mark and decoder. The pauses are
-checkpoint resumes of the ordinary trainer, so a mark's figures are those of a run stopped there. The lr schedule is taken over the whole sweep (use lr_decay: none for an anytime curve: a linear decay
-would anneal only at the last mark).
+checkpoint resumes of the ordinary trainer, so a mark's figures are those of a run stopped there. The lr schedule is
+taken over the whole sweep (use lr_decay: none for an anytime curve: a linear decay would anneal only at the last
+mark).
 
 Minutes are the training minutes of the machine the sweep ran on. A sweep run on a GPU in steps gives CPU minutes as
 an estimate: steps x batch / the design's CPU examples/s measured on the default machine class (`cpu_examples_per_s`
@@ -31,7 +32,7 @@ from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.trainer import train
 from pipeline.diffusion.vocab import Vocab
 from pipeline.errors import PipelineError
-from pipeline.experiments.bench import matmul_peak_gflops, training_throughput
+from pipeline.experiments.bench import BenchParams, matmul_peak_gflops, training_throughput
 from pipeline.metrics.relevance import fluency_ppl
 from pipeline.params import check, value
 from pipeline.precision import use_bf16
@@ -173,5 +174,5 @@ def design_speed(params: dict, overrides: dict, train_rows: list[dict], steps: i
     batch = collate(encode_rows([train_rows[i] for i in pick], vocab, model_cfg)).to(device)
     torch.manual_seed(seed)
     model = build_model(model_cfg, vocab).to(device)
-    return training_throughput(model, batch, Schedule.from_config(model_cfg), steps, matmul_peak_gflops(device, bf16),
-                               bf16)
+    peak = matmul_peak_gflops(device, bf16, check(p["bench"], BenchParams, "bench").matmul_size)
+    return training_throughput(model, batch, Schedule.from_config(model_cfg), steps, peak, bf16)
