@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup repro test paper-gpu ablations
+.PHONY: setup repro test browser demo paper-gpu ablations
 
 setup: $(STAMP)
 
@@ -21,8 +21,20 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup
+test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The browser test of the demo (tests/test_demo.py) drives Debian's chromium through Debian's chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		{ echo "make test: install Debian's chromium and chromium-driver (apt-get needs root)"; exit 1; }
+
+# The demo page and JSON API over respond (docs/demo.md); needs `make repro` first. HOST=0.0.0.0 serves other machines.
+HOST ?= 127.0.0.1
+PORT ?= 7860
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m stages.demo --host $(HOST) --port $(PORT)
 
 # Paper scale on one GPU for a fixed time (stages/paper_gpu.py); needs `dvc repro retrieve` first.
 MINUTES ?= 8

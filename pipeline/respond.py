@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pipeline.controls import control_sequence
 from pipeline.decoder import Decoder
 from pipeline.diffusion.config import SampleConfig
 from pipeline.diffusion.inputs import context_ids
@@ -23,6 +24,7 @@ from pipeline.embeddings import context_text, encode_texts
 from pipeline.errors import PipelineError
 from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_SPECIAL
 from pipeline.judges import load_judges
+from pipeline.metrics.control import CM_COLUMNS
 from pipeline.models import wordpiece_tokenizer
 from pipeline.progress import log
 from pipeline.retrieval import Index, search
@@ -213,3 +215,23 @@ class Responder:
         rows = [{**row, "context": list(context)} for row in controls]
         kept = self.decoder(rows, self.seed, self.edit, group=len(rows) if one else 1)
         return [{"candidate": candidates[i], "controls": controls[i], "response": text} for i, text in kept]
+
+
+def show(turns: list[str], results: list[dict]) -> str:
+    """A readable block per dialogue: the context, then per candidate its score, response, controls and the output."""
+    lines = ["context: " + " || ".join(turns)]
+    for res in results:
+        cand = res["candidate"]
+        lines += [f"  #{cand['rank'] + 1}  score {cand['score']:.3f}  candidate {cand['example_id']}: {cand['response']}",
+                  f"      controls: {control_sequence(res['controls'])}",
+                  f"      response: {res['response']}"]
+    return "\n".join(lines)
+
+
+def record(turns: list[str], res: dict) -> dict:
+    """One JSON line: the context, the candidate, the controls used (flat sequence and fields), the generated text."""
+    cand, ctl = res["candidate"], res["controls"]
+    return {"context": turns, "rank": cand["rank"], "score": cand["score"], "candidate_id": cand["example_id"],
+            "candidate_response": cand["response"], "control_sequence": control_sequence(ctl),
+            "cm": {m: bool(ctl[c]) for m, c in zip(MECHANISMS, CM_COLUMNS)}, "intents": list(ctl["intents"]),
+            "sf": list(ctl["sf"]), "response": res["response"]}

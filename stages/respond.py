@@ -12,38 +12,15 @@ import time
 import typer
 
 from pipeline.cli import guard
-from pipeline.controls import control_sequence
 from pipeline.errors import PipelineError
-from pipeline.labels import MECHANISMS
-from pipeline.metrics.control import CM_COLUMNS
 from pipeline.diffusion.config import RERANKS, SampleConfig
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
-from pipeline.respond import Overrides, Responder, read_contexts
+from pipeline.respond import Overrides, Responder, read_contexts, record, show
 from pipeline.retrieval import RetrieveParams
 from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
-
-
-def show(turns: list[str], results: list[dict]) -> str:
-    """A readable block per dialogue: the context, then per candidate its score, response, controls and the output."""
-    lines = ["context: " + " || ".join(turns)]
-    for res in results:
-        cand = res["candidate"]
-        lines += [f"  #{cand['rank'] + 1}  score {cand['score']:.3f}  candidate {cand['example_id']}: {cand['response']}",
-                  f"      controls: {control_sequence(res['controls'])}",
-                  f"      response: {res['response']}"]
-    return "\n".join(lines)
-
-
-def record(turns: list[str], res: dict) -> dict:
-    """One JSON line: the context, the candidate, the controls used (flat sequence and fields), the generated text."""
-    cand, ctl = res["candidate"], res["controls"]
-    return {"context": turns, "rank": cand["rank"], "score": cand["score"], "candidate_id": cand["example_id"],
-            "candidate_response": cand["response"], "control_sequence": control_sequence(ctl),
-            "cm": {m: bool(ctl[c]) for m, c in zip(MECHANISMS, CM_COLUMNS)}, "intents": list(ctl["intents"]),
-            "sf": list(ctl["sf"]), "response": res["response"]}
 
 
 @app.command()

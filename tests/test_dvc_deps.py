@@ -79,3 +79,12 @@ def test_the_diffusion_package_imports_nothing_above_it():
     for path in sorted((ROOT / "pipeline" / "diffusion").glob("*.py")):
         files = [str(p.relative_to(ROOT)) for p in closure(f"pipeline.diffusion.{path.stem}")]
         assert not [f for f in files if f.startswith(above)], path.name
+
+
+def test_only_the_figures_a_run_is_judged_by_are_dvc_metrics():
+    """`dvc exp show` and `dvc metrics diff` list the declared metrics: bookkeeping (the taggers' per-split figures,
+    the frame tagger's coverage, timings, parsing counts) stays a plain output, so the results lead."""
+    declared = {str(next(iter(m))) if isinstance(m, dict) else str(m)
+                for stage in stage_definitions(ROOT).values() for m in stage.get("metrics", [])}
+    assert declared == {"metrics/retrieval.json", "metrics/train.json", "dvclive/train_diffusion/metrics.json",
+                        "metrics/scores.json"}

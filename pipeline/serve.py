@@ -1,0 +1,196 @@
+"""The demo server: one `Service` over the `Responder` that `respond` uses, reached by a JSON API and a Gradio page.
+
+- `RespondRequest.parse`: a JSON object -> a checked request (the options of `respond`), or one PipelineError line.
+- `Service`: the loaded Responder, answering one request at a time (the model is not shared between threads); at
+  most `max_pending` requests wait or run, and one more is refused (`Busy`) instead of piling up. The rerank rules'
+  models load on their first use and stay loaded. It keeps the last requests it received (`received`).
+- `build_app`: a FastAPI app with POST /api/respond (JSON in, `respond --json` records out; a bad request gets one
+  message and a 4xx status, a full queue a 503) and the Gradio page (`pipeline/demo_page.py`) mounted at /.
+"""
+import dataclasses
+import json
+import threading
+import time
+import typing
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.decoder import Decoder
+from pipeline.diffusion.config import Rerank, SampleConfig
+from pipeline.errors import PipelineError
+from pipeline.judges import load_judges
+from pipeline.params import conforms, type_name
+from pipeline.respond import TURN_DELIMITER, Overrides, Responder, record
+from pipeline.rerank import Judges
+
+MAX_TURNS = 50  # turns of one dialogue
+
+
+class Busy(Exception):
+    """The service already holds its limit of waiting and running requests."""
+
+
+@dataclass(frozen=True)
+class RespondRequest:
+    """What `respond` takes for one dialogue. None: the service's default (params.yaml). dialogue: the turns, oldest
+    first; cm: mechanism names or codes (`respond --cm`); intents / frames: comma-separated (`--intent`, `--frames`)."""
+
+    dialogue: tuple[str, ...]
+    k: int | None = None
+    cm: tuple[str, ...] = ()
+    intents: str | None = None
+    frames: str | None = None
+    init: typing.Literal["noise", "candidate"] = "noise"
+    strength: float | None = None
+    samples: int | None = None
+    rerank: Rerank | None = None
+    one: bool = False
+
+    @classmethod
+    def parse(cls, payload) -> "RespondRequest":
+        """A decoded JSON object -> a request; one PipelineError line naming the first problem."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if not isinstance(payload, dict):
+            raise PipelineError('the request must be a JSON object such as {"dialogue": ["I lost my job."]}')
+        unknown = sorted(set(payload) - set(fields))
+        if unknown:
+            raise PipelineError(f"unknown field {unknown[0]!r}; the fields: {', '.join(fields)}")
+        dialogue = payload.get("dialogue")
+        if isinstance(dialogue, str):
+            dialogue = dialogue.split(TURN_DELIMITER)
+        if not isinstance(dialogue, list) or not all(isinstance(t, str) for t in dialogue):
+            raise PipelineError("`dialogue` must be a list of turns (strings), oldest first, or one string with turns "
+                                f"separated by {TURN_DELIMITER!r}")
+        turns = [t.strip() for t in dialogue if t.strip()]
+        if not turns:
+            raise PipelineError("empty dialogue: give at least one non-empty turn")
+        if len(turns) > MAX_TURNS:
+            raise PipelineError(f"{len(turns)} turns: at most {MAX_TURNS}")
+        cm = payload.get("cm") or []
+        cm = [cm] if isinstance(cm, str) else cm
+        if not isinstance(cm, list) or not all(isinstance(c, str) for c in cm):
+            raise PipelineError('`cm` must be a list of mechanism names, e.g. ["exploration"]')
+        hints = typing.get_type_hints(cls)
+        options = {n: v for n, v in payload.items() if n not in ("dialogue", "cm") and v is not None}
+        for name, v in options.items():
+            if not conforms(v, hints[name]):
+                raise PipelineError(f"`{name}` is {v!r}: expected {type_name(hints[name])}")
+        request = cls(tuple(turns), cm=tuple(cm), **options)
+        if request.init == "candidate" and request.frames:
+            raise PipelineError("init candidate edits the candidate's own words: it cannot be combined with frames")
+        if request.k is not None and not 1 <= request.k <= 10:
+            raise PipelineError(f"`k` is {request.k}: ask for 1 to 10 responses")
+        if request.samples is not None and not 1 <= request.samples <= 16:
+            raise PipelineError(f"`samples` is {request.samples}: 1 to 16 draws")
+        return request
+
+
+class Service:
+    """responder: the loaded artifacts (`Responder.load`); sampling: the default decoding (params.yaml `sample`);
+    k, gamma: retrieve.k and gamma; taggers_dir, cm_threshold: what the rerank rules' judges load from;
+    max_pending: requests that may wait or run at once (one more is refused with Busy)."""
+
+    def __init__(self, responder: Responder, sampling: SampleConfig, k: int, gamma: float, taggers_dir,
+                 cm_threshold: float, max_pending: int = 32, history: int = 100):
+        self.responder, self.sampling, self.k, self.gamma = responder, sampling, k, gamma
+        self.taggers_dir, self.cm_threshold, self.max_pending = taggers_dir, cm_threshold, max_pending
+        self.judges = {sampling.rerank: responder.decoder.judges}
+        self.received: deque[RespondRequest] = deque(maxlen=history)
+        self._model = threading.Lock()  # one request at a time through the model
+        self._count = threading.Lock()
+        self._pending = 0
+
+    def judges_for(self, rule: str) -> Judges:
+        """The models `rule` reads, loaded on first use (missing taggers: a PipelineError naming the dvc target)."""
+        if rule not in self.judges:
+            self.judges[rule] = load_judges(rule, self.taggers_dir, self.cm_threshold)
+        return self.judges[rule]
+
+    def respond(self, request: RespondRequest) -> dict:
+        """-> {"responses": records as `respond --json` prints them, "seconds": the time the answer took}."""
+        with self._count:
+            if self._pending >= self.max_pending:
+                raise Busy(f"the server is busy: {self._pending} requests are waiting or running (the limit, "
+                           "max_pending); retry in a few seconds")
+            self._pending += 1
+            self.received.append(request)
+        try:
+            with self._model:
+                start = time.perf_counter()
+                records = self._answer(request)
+                return {"responses": records, "seconds": round(time.perf_counter() - start, 3)}
+        finally:
+            with self._count:
+                self._pending -= 1
+
+    def _answer(self, request: RespondRequest) -> list[dict]:
+        sampling = self.sampling.for_edit() if request.init == "candidate" else self.sampling
+        changes = {"num_samples": request.samples, "rerank": request.rerank, "edit_strength": request.strength}
+        sampling = dataclasses.replace(sampling, **{n: v for n, v in changes.items() if v is not None})
+        k = request.k or (sampling.candidates_of(self.k) if request.one else self.k)
+        known = self.responder.known_frames() if request.frames else ()
+        overrides = Overrides.parse(list(request.cm), request.intents, request.frames, known)
+        decoder = Decoder(self.responder.decoder.model, self.responder.decoder.vocab, sampling,
+                          self.judges_for(sampling.rerank))
+        responder = dataclasses.replace(self.responder, decoder=decoder, edit=request.init == "candidate")
+        turns = list(request.dialogue)
+        return [record(turns, res) for res in responder.respond(turns, k, self.gamma, overrides, request.one)]
+
+
+def build_app(service: Service, max_body_bytes: int = 64_000, page: Callable | None = None):
+    """The FastAPI app: POST /api/respond and, with page (service -> gr.Blocks), the Gradio page at /.
+
+    Statuses: 200 {"responses", "seconds"}; 400 {"error"} for a body that is not UTF-8 JSON or a request `respond`
+    would refuse (the same one-line messages); 413 for a body over max_body_bytes; 503 when the queue is full."""
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="DiffusEmp demo")
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.post("/api/respond")
+    async def respond(http: Request):
+        body = await http.body()
+        if len(body) > max_body_bytes:
+            return error(413, f"the request is {len(body):,} bytes; the limit is {max_body_bytes:,} (a dialogue of a "
+                              "few turns fits easily): shorten the context")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            return error(400, f"the request body is not valid UTF-8 (byte {err.start}): send UTF-8 JSON")
+        except json.JSONDecodeError as err:
+            return error(400, f"the request body is not JSON ({err.msg} at character {err.pos}): send an object "
+                              "such as {\"dialogue\": [\"I lost my job.\"]}")
+        try:
+            request = RespondRequest.parse(payload)
+            return await run_in_threadpool(service.respond, request)
+        except PipelineError as err:
+            return error(400, str(err))
+        except Busy as err:
+            return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": "5"})
+
+    if page is not None:
+        import gradio as gr
+
+        app = gr.mount_gradio_app(app, page(service), path="/", ssr_mode=False, footer_links=[],
+                                  theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                                          font_mono=["ui-monospace", "monospace"]))
+    return app
+
+
+def load_service(index, taggers, model, params: Mapping, seed: int, max_pending: int) -> Service:
+    """The Service over the artifacts of `make repro` and the params.yaml sections `sample`, `retrieve`, `tag`."""
+    from pipeline.params import section, value
+    from pipeline.retrieval import RetrieveParams
+    from pipeline.tagging import TagParams
+
+    sampling = section(params, "sample", SampleConfig)
+    threshold = section(params, "tag", TagParams).cm_threshold
+    responder = Responder.load(index, taggers, model, sampling, seed, cm_threshold=threshold)
+    return Service(responder, sampling, section(params, "retrieve", RetrieveParams).k,
+                   float(value(params, "gamma", float)), Path(taggers), threshold, max_pending)
