@@ -11,7 +11,7 @@ import gradio as gr
 from pipeline.diffusion.config import RERANKS
 from pipeline.errors import PipelineError
 from pipeline.labels import INTENTS, MECHANISM_NAMES
-from pipeline.serve import Busy, RespondRequest, Service
+from pipeline.serve import Busy, RespondRequest, Service, Unavailable
 
 EXAMPLES = [
     "I caught my boyfriend texting his ex.",
@@ -31,15 +31,15 @@ def request_payload(dialogue: str, cm: list[str], intents: str, frames: str, ini
             "samples": int(samples), "rerank": rerank, "k": int(k), "one": bool(one)}
 
 
-def render(answer: dict) -> str:
+def render(answer: dict, number: int) -> str:
     """The records of one answer as an HTML table: per candidate its rank and retrieval score, its own response, the
-    control sequence used and the generated response."""
+    control sequence used and the generated response; the caption numbers the answer (a new answer is a new table)."""
     rows = [f"<tr><td>#{r['rank'] + 1}<br><small>{r['score']:.3f}</small></td>"
             f"<td>{html.escape(r['candidate_response'])}</td>"
             f"<td><code>{html.escape(r['control_sequence']) or '(none)'}</code></td>"
             f"<td class='response'>{html.escape(r['response']) or '(empty)'}</td></tr>" for r in answer["responses"]]
     head = "<tr><th>candidate</th><th>its response</th><th>controls used</th><th>generated response</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<table data-answer='{number}'>{head}{''.join(rows)}</table>"
 
 
 def build_page(service: Service) -> gr.Blocks:
@@ -49,9 +49,9 @@ def build_page(service: Service) -> gr.Blocks:
     def answer(*values):
         try:
             result = service.respond(RespondRequest.parse(request_payload(*values)))
-        except (PipelineError, Busy) as err:
+        except (PipelineError, Busy, Unavailable) as err:
             raise gr.Error(str(err)) from None
-        return render(result), f"{result['seconds']:.2f} s", result["responses"]
+        return render(result, service.answered), f"{result['seconds']:.2f} s", result["responses"]
 
     with gr.Blocks(title="DiffusEmp demo") as page:
         gr.Markdown("# DiffusEmp: empathetic responses under multi-grained control\n"

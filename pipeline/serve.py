@@ -2,7 +2,7 @@
 
 - `RespondRequest.parse`: a JSON object -> a checked request (the options of `respond`), or one PipelineError line.
 - `Service`: the loaded Responder, answering one request at a time (the model is not shared between threads); at
-  most `max_pending` requests wait or run, and one more is refused (`Busy`) instead of piling up. The rerank rules'
+  most `max_pending` API requests wait or run, and one more is refused (`Busy`) instead of piling up. The rerank rules'
   models load on their first use and stay loaded. It keeps the last requests it received (`received`).
 - `build_app`: a FastAPI app with POST /api/respond (JSON in, `respond --json` records out; a bad request gets one
   message and a 4xx status, a full queue a 503) and the Gradio page (`pipeline/demo_page.py`) mounted at /.
@@ -13,6 +13,7 @@ import threading
 import time
 import typing
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,8 @@ class RespondRequest:
             raise PipelineError("empty dialogue: give at least one non-empty turn")
         if len(turns) > MAX_TURNS:
             raise PipelineError(f"{len(turns)} turns: at most {MAX_TURNS}")
-        cm = payload.get("cm") or []
-        cm = [cm] if isinstance(cm, str) else cm
+        cm = payload.get("cm")
+        cm = [] if cm is None else [cm] if isinstance(cm, str) else cm
         if not isinstance(cm, list) or not all(isinstance(c, str) for c in cm):
             raise PipelineError('`cm` must be a list of mechanism names, e.g. ["exploration"]')
         hints = typing.get_type_hints(cls)
@@ -77,8 +78,13 @@ class RespondRequest:
         for name, v in options.items():
             if not conforms(v, hints[name]):
                 raise PipelineError(f"`{name}` is {v!r}: expected {type_name(hints[name])}")
+        for text in (*turns, *cm, *(v for v in options.values() if isinstance(v, str))):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PipelineError(f"{text[:40]!r} is not valid Unicode text (a lone surrogate): send UTF-8") from None
         request = cls(tuple(turns), cm=tuple(cm), **options)
-        if request.init == "candidate" and request.frames:
+        if request.init == "candidate" and request.frames is not None:
             raise PipelineError("init candidate edits the candidate's own words: it cannot be combined with frames")
         if request.k is not None and not 1 <= request.k <= 10:
             raise PipelineError(f"`k` is {request.k}: ask for 1 to 10 responses")
@@ -87,29 +93,30 @@ class RespondRequest:
         return request
 
 
+class Unavailable(Exception):
+    """The server lacks what a request needs (a rerank rule's models): not the client's fault."""
+
+
 class Service:
     """responder: the loaded artifacts (`Responder.load`); sampling: the default decoding (params.yaml `sample`);
     k, gamma: retrieve.k and gamma; taggers_dir, cm_threshold: what the rerank rules' judges load from;
-    max_pending: requests that may wait or run at once (one more is refused with Busy)."""
+    max_pending: API requests that may wait or run at once (one more is refused with Busy); the page's requests wait
+    in Gradio's own queue of the same size."""
 
     def __init__(self, responder: Responder, sampling: SampleConfig, k: int, gamma: float, taggers_dir,
-                 cm_threshold: float, max_pending: int = 32, history: int = 100):
+                 cm_threshold: float, max_pending: int = 16, history: int = 100):
         self.responder, self.sampling, self.k, self.gamma = responder, sampling, k, gamma
         self.taggers_dir, self.cm_threshold, self.max_pending = taggers_dir, cm_threshold, max_pending
         self.judges = {sampling.rerank: responder.decoder.judges}
         self.received: deque[RespondRequest] = deque(maxlen=history)
+        self.answered = 0  # requests answered so far
         self._model = threading.Lock()  # one request at a time through the model
         self._count = threading.Lock()
         self._pending = 0
 
-    def judges_for(self, rule: str) -> Judges:
-        """The models `rule` reads, loaded on first use (missing taggers: a PipelineError naming the dvc target)."""
-        if rule not in self.judges:
-            self.judges[rule] = load_judges(rule, self.taggers_dir, self.cm_threshold)
-        return self.judges[rule]
-
-    def respond(self, request: RespondRequest) -> dict:
-        """-> {"responses": records as `respond --json` prints them, "seconds": the time the answer took}."""
+    @contextmanager
+    def admitted(self, request: RespondRequest):
+        """Count `request` among the pending ones while the block runs, or raise Busy when max_pending already are."""
         with self._count:
             if self._pending >= self.max_pending:
                 raise Busy(f"the server is busy: {self._pending} requests are waiting or running (the limit, "
@@ -117,20 +124,40 @@ class Service:
             self._pending += 1
             self.received.append(request)
         try:
-            with self._model:
-                start = time.perf_counter()
-                records = self._answer(request)
-                return {"responses": records, "seconds": round(time.perf_counter() - start, 3)}
+            yield
         finally:
             with self._count:
                 self._pending -= 1
+
+    def answer(self, request: RespondRequest) -> dict:
+        """-> {"responses": records as `respond --json` prints them, "seconds": the time the answer took}; waits for
+        the model. PipelineError: a request `respond` would refuse; Unavailable: the server lacks a model."""
+        with self._model:
+            start = time.perf_counter()
+            records = self._answer(request)
+            self.answered += 1
+            return {"responses": records, "seconds": round(time.perf_counter() - start, 3)}
+
+    def respond(self, request: RespondRequest) -> dict:
+        """`answer` once admitted (Busy when the queue is full): what a synchronous caller (the page) uses."""
+        with self.admitted(request):
+            return self.answer(request)
+
+    def judges_for(self, rule: str) -> Judges:
+        """The models `rule` reads, loaded on first use."""
+        if rule not in self.judges:
+            try:
+                self.judges[rule] = load_judges(rule, self.taggers_dir, self.cm_threshold)
+            except PipelineError as err:
+                raise Unavailable(f"this server cannot rerank by {rule}: {err}") from None
+        return self.judges[rule]
 
     def _answer(self, request: RespondRequest) -> list[dict]:
         sampling = self.sampling.for_edit() if request.init == "candidate" else self.sampling
         changes = {"num_samples": request.samples, "rerank": request.rerank, "edit_strength": request.strength}
         sampling = dataclasses.replace(sampling, **{n: v for n, v in changes.items() if v is not None})
         k = request.k or (sampling.candidates_of(self.k) if request.one else self.k)
-        known = self.responder.known_frames() if request.frames else ()
+        known = self.responder.known_frames() if request.frames is not None else ()
         overrides = Overrides.parse(list(request.cm), request.intents, request.frames, known)
         decoder = Decoder(self.responder.decoder.model, self.responder.decoder.vocab, sampling,
                           self.judges_for(sampling.rerank))
@@ -143,7 +170,10 @@ def build_app(service: Service, max_body_bytes: int = 64_000, page: Callable | N
     """The FastAPI app: POST /api/respond and, with page (service -> gr.Blocks), the Gradio page at /.
 
     Statuses: 200 {"responses", "seconds"}; 400 {"error"} for a body that is not UTF-8 JSON or a request `respond`
-    would refuse (the same one-line messages); 413 for a body over max_body_bytes; 503 when the queue is full."""
+    would refuse (the same one-line messages); 413 for a body over max_body_bytes (not read past it); 503 when the
+    queue is full (with Retry-After) or the server lacks a rerank rule's models. Requests are admitted on the event
+    loop, so one refused never takes a worker thread; those admitted wait for the model in the threadpool (40 threads:
+    keep max_pending well under it)."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
@@ -153,26 +183,43 @@ def build_app(service: Service, max_body_bytes: int = 64_000, page: Callable | N
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
+    async def read_body(http: Request) -> bytes | None:
+        """The body, or None as soon as it is known to exceed max_body_bytes (it is not read further)."""
+        declared = http.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return None
+        body = bytearray()
+        async for chunk in http.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                return None
+        return bytes(body)
+
     @app.post("/api/respond")
     async def respond(http: Request):
-        body = await http.body()
-        if len(body) > max_body_bytes:
-            return error(413, f"the request is {len(body):,} bytes; the limit is {max_body_bytes:,} (a dialogue of a "
-                              "few turns fits easily): shorten the context")
+        body = await read_body(http)
+        if body is None:
+            return error(413, f"the request is over the limit of {max_body_bytes:,} bytes (a dialogue of a few turns "
+                              "fits easily): shorten the context")
         try:
             payload = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError as err:
             return error(400, f"the request body is not valid UTF-8 (byte {err.start}): send UTF-8 JSON")
         except json.JSONDecodeError as err:
             return error(400, f"the request body is not JSON ({err.msg} at character {err.pos}): send an object "
-                              "such as {\"dialogue\": [\"I lost my job.\"]}")
+                              'such as {"dialogue": ["I lost my job."]}')
+        except (ValueError, RecursionError) as err:  # an integer of over 4,300 digits, nesting too deep
+            return error(400, f"the request body is not JSON this server reads ({str(err)[:80]})")
         try:
             request = RespondRequest.parse(payload)
-            return await run_in_threadpool(service.respond, request)
+            with service.admitted(request):  # on the event loop: a full queue is refused before taking a thread
+                return await run_in_threadpool(service.answer, request)
         except PipelineError as err:
             return error(400, str(err))
         except Busy as err:
             return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": "5"})
+        except Unavailable as err:
+            return error(503, str(err))
 
     if page is not None:
         import gradio as gr
@@ -183,7 +230,7 @@ def build_app(service: Service, max_body_bytes: int = 64_000, page: Callable | N
     return app
 
 
-def load_service(index, taggers, model, params: Mapping, seed: int, max_pending: int) -> Service:
+def load_service(index, taggers, model, params: Mapping, seed: int, max_pending: int = 16) -> Service:
     """The Service over the artifacts of `make repro` and the params.yaml sections `sample`, `retrieve`, `tag`."""
     from pipeline.params import section, value
     from pipeline.retrieval import RetrieveParams

@@ -4,7 +4,7 @@
     curl -s localhost:7860/api/respond -H 'content-type: application/json' -d '{"dialogue": ["I lost my job."]}'
 
 Everything loads once at start (retrieval index, emotion tagger, diffusion model, the default rerank rule's models);
-requests are answered one at a time, and at most --max-pending wait or run (one more gets a 503).
+requests are answered one at a time, and at most --max-pending API requests wait or run (one more gets a 503).
 """
 import typer
 
@@ -20,7 +20,8 @@ app = typer.Typer(add_completion=False)
 @app.command()
 @guard
 def main(host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),
-         port: int = 7860, max_pending: int = typer.Option(32, help="Requests that may wait or run at once."),
+         port: int = 7860, max_pending: int = typer.Option(16, min=1, max=32,
+                                                           help="API requests that may wait or run at once."),
          index: str = "data/index", taggers: str = "models/taggers", model: str = "models/diffusion",
          params: str = "params.yaml") -> None:
     import uvicorn
