@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.bootstrap import BOOTSTRAP_SEED, bootstrap_draws
 from pipeline.errors import PipelineError
 from pipeline.labels import SIGNALS
 from pipeline.metrics.control import (CM_COLUMNS, cm_accuracy, cm_confusion, cm_f1, cm_matches, f1, intent_confusions,
@@ -40,8 +41,7 @@ LABELS_PATH = "data/scores/labels.parquet"  # schema pipeline.scoring.SCORE_LABE
 KEYS = ["system", "example_id"]
 TIMINGS_PATH = "metrics/timings/train_diffusion.json"
 # The stages an experiment may rerun (a foreach stage by its name); the study's overrides must touch no other's params.
-STUDY_STAGES = ("train_diffusion", "sample", "bench", "score", "report")
-BOOTSTRAP_SEED = 0
+STUDY_STAGES = ("train_diffusion", "sample", "bench", "score", "steering", "report")
 
 
 def signals_override(signals: Iterable[str]) -> str:
@@ -170,11 +170,6 @@ def resampled(arrays: Mapping[str, np.ndarray], draws: np.ndarray) -> np.ndarray
         picked = {k: v[idx] for k, v in arrays.items()}
         out[b] = [stat(picked) for stat in STATISTICS.values()]
     return out
-
-
-def bootstrap_draws(n: int, resamples: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """int [resamples, n]: each row a resample of n example indices with replacement."""
-    return np.random.default_rng(seed).integers(0, n, (resamples, n))
 
 
 def paired_bootstrap(frames: Mapping[str, pd.DataFrame], resamples: int,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.ablations import bootstrap_draws
+from pipeline.bootstrap import interval
 from pipeline.decoder import Decoder
 from pipeline.diffusion.inputs import Example, Role, collate
 from pipeline.diffusion.mask import control_range_mask
@@ -47,12 +47,6 @@ def random_cm(rows: Sequence[Mapping], pool: np.ndarray, seed: int) -> list[dict
         pick = combos[rng.choice(len(combos), p=weight / weight.sum())]
         out.append({**row, **{c: bool(v) for c, v in zip(CM_COLUMNS, pick)}})
     return out
-
-
-def interval(x: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
-    """Per-example values x [N] -> {"mean", "low", "high"}: the mean and its bootstrap 95% percentile interval."""
-    low, high = np.percentile(x[bootstrap_draws(len(x), resamples, seed)].mean(1), [2.5, 97.5])
-    return {"mean": float(x.mean()), "low": float(low), "high": float(high)}
 
 
 def cm_probe(decoder: Decoder, rows: Sequence[Mapping], pool: np.ndarray, group: int, seed: int,

@@ -22,10 +22,12 @@ EXAMPLES = [
 CM_CHOICES = [name.lower() for name in MECHANISM_NAMES.values()] + ["none"]
 
 
-def request_payload(dialogue: str, cm: list[str], intents: str, frames: str, init: str, strength: float,
-                    samples: float, rerank: str, k: float, one: bool) -> dict:
+def request_payload(dialogue: str, cm: list[str], intents: str, frames: str, keep_skeleton: bool, no_retrieval: bool,
+                    guidance: float, init: str, strength: float, samples: float, rerank: str, k: float,
+                    one: bool) -> dict:
     """The widgets' values -> the JSON object of /api/respond (one turn per line of `dialogue`)."""
     return {"dialogue": dialogue.splitlines(), "cm": list(cm), "intents": intents.strip() or None,
+            "keep_skeleton": bool(keep_skeleton), "no_retrieval": bool(no_retrieval), "guidance": float(guidance),
             "frames": frames.strip() or None, "init": init,
             "strength": float(strength) if init == "candidate" else None,
             "samples": int(samples), "rerank": rerank, "k": int(k), "one": bool(one)}
@@ -34,7 +36,10 @@ def request_payload(dialogue: str, cm: list[str], intents: str, frames: str, ini
 def render(answer: dict, number: int) -> str:
     """The records of one answer as an HTML table: per candidate its rank and retrieval score, its own response, the
     control sequence used and the generated response; the caption numbers the answer (a new answer is a new table)."""
-    rows = [f"<tr><td>#{r['rank'] + 1}<br><small>{r['score']:.3f}</small></td>"
+    def source(r: dict) -> str:
+        return "no retrieval" if r["score"] is None else f"{r['score']:.3f}"
+
+    rows = [f"<tr><td>#{r['rank'] + 1}<br><small>{source(r)}</small></td>"
             f"<td>{html.escape(r['candidate_response'])}</td>"
             f"<td><code>{html.escape(r['control_sequence']) or '(none)'}</code></td>"
             f"<td class='response'>{html.escape(r['response']) or '(empty)'}</td></tr>" for r in answer["responses"]]
@@ -66,6 +71,12 @@ def build_page(service: Service) -> gr.Blocks:
             intents = gr.Textbox(label=f"Intents, one per sentence, comma-separated ({', '.join(INTENTS)})",
                                  elem_id="intents")
             frames = gr.Textbox(label="SF tokens, comma-separated (a new one-sentence skeleton)", elem_id="frames")
+            keep_skeleton = gr.Checkbox(False, label="Keep the candidate's sentence and word skeleton (default: a "
+                                        "level you set frees the finer ones)", elem_id="keep_skeleton")
+            no_retrieval = gr.Checkbox(False, label="No retrieval: only the controls set here steer",
+                                       elem_id="no_retrieval")
+            guidance = gr.Slider(0.0, 5.0, value=s.guidance, step=0.25, label="Guidance weight w on the given "
+                                 "controls (1 = none)", elem_id="guidance")
         with gr.Accordion("Decoding", open=False):
             init = gr.Radio(["noise", "candidate"], value="noise", label="Start from", elem_id="init")
             strength = gr.Slider(0.05, 1.0, value=s.edit_strength, step=0.05, label="Edit strength (start from "
@@ -80,7 +91,8 @@ def build_page(service: Service) -> gr.Blocks:
         results = gr.HTML(elem_id="responses")
         with gr.Accordion("JSON (what /api/respond returns)", open=False):
             raw = gr.JSON(elem_id="json")
-        submit.click(answer, [dialogue, cm, intents, frames, init, strength, samples, rerank, k, one],
+        submit.click(answer, [dialogue, cm, intents, frames, keep_skeleton, no_retrieval, guidance, init, strength,
+                              samples, rerank, k, one],
                      [results, seconds, raw], api_visibility="private", concurrency_limit=1)
     page.queue(max_size=service.max_pending)
     return page

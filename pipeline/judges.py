@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pipeline.embeddings import context_text, encode_texts
+from pipeline.labels import SIGNALS
 from pipeline.metrics.control import CM_COLUMNS, cm_matches, intent_positions
 from pipeline.metrics.relevance import FluencyScorer
 from pipeline.rerank import FLUENT, Judges
@@ -39,11 +40,17 @@ class ControlAgreement:
         return cls(Taggers.load(taggers_dir, names=("cm", "intent")), cm_threshold)
 
     def check(self, rows: Sequence[Mapping], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """-> (cm_ok bool [N, 3], intent positions [N, (matched, counted)]) of each text against its row's controls."""
+        """-> (cm_ok bool [N, 3], intent positions [N, (matched, counted)]) of each text against its row's controls.
+        A level the row does not give (its `given` key: inputs.encode_example) constrains nothing: its CM counts as
+        matched, its intents as none counted."""
         tagged = self.taggers.mechanisms([context_text(r["context"]) for r in rows], texts) > self.cm_threshold
         control = np.array([[bool(r[c]) for c in CM_COLUMNS] for r in rows], dtype=bool).reshape(-1, 3)
         intents = self.taggers.intents(texts, self.segment(texts))
-        return cm_matches(tagged, control), intent_positions(intents, [r["intents"] for r in rows])
+        given = [set(r.get("given", SIGNALS)) for r in rows]
+        cm_ok = cm_matches(tagged, control) | ~np.array([["cm" in g] * 3 for g in given], dtype=bool).reshape(-1, 3)
+        it = intent_positions(intents, [r["intents"] for r in rows])
+        it[[i for i, g in enumerate(given) if "it" not in g]] = 0  # (matched, counted) = (0, 0): no constraint
+        return cm_ok, it
 
     def __call__(self, rows: Sequence[Mapping], texts: list[str]) -> np.ndarray:
         return agreement(*self.check(rows, texts))

@@ -1,6 +1,5 @@
 """Static PNG renderings of the plots' CSV data, so they can be seen offline (`dvc plots show` draws images without
 the vega scripts it would otherwise load from a CDN)."""
-import itertools
 from pathlib import Path
 
 import matplotlib
@@ -21,17 +20,46 @@ def save(fig, png) -> None:
 
 
 def render_cm(points: pd.DataFrame, png) -> None:
-    """Figure 4: systems as points in ER/IP/EX space, drawn as its three 2-D projections.
+    """Figure 4: each system's mean ER, IP and EX tagger probabilities as a grouped bar chart (one group per system, one
+    bar per mechanism, values printed on the bars), so no label sits on another.
 
     points: one row per system, columns system, er, ip, ex (mean tagger probabilities).
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    for ax, (a, b) in zip(axes, itertools.combinations(MECHANISMS, 2)):
-        for _, row in points.iterrows():
-            ax.scatter(row[a], row[b])
-            ax.annotate(row["system"], (row[a], row[b]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set(xlabel=f"mean P({a.upper()})", ylabel=f"mean P({b.upper()})", xlim=(0, 1), ylim=(0, 1))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(points) + 2), 4.5))
+    width = 0.8 / len(MECHANISMS)
+    for j, m in enumerate(MECHANISMS):
+        x = [i + (j - (len(MECHANISMS) - 1) / 2) * width for i in range(len(points))]
+        bars = ax.bar(x, points[m], width=width, label=m.upper())
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(points)), list(points["system"]), rotation=20, ha="right")
+    ax.set(ylim=(0, 1), ylabel="mean P(mechanism present)")
+    ax.legend(title="mechanism", ncols=3, loc="upper left", fontsize=8)
     fig.suptitle("Communication mechanisms per system (paper Figure 4)")
+    save(fig, png)
+
+
+def render_steering(report: dict, png) -> None:
+    """The steering benchmark (pipeline.steering): per request, the share of outputs that follow it when it is given
+    alone (requested) beside the same share when nothing is given (base), with the interval of the difference; one
+    panel for the CM requests, one for the IT requests. report: metrics/steering.json."""
+    req = report["requests"]
+    panels = [("communication mechanism given alone: share with it present", [n for n in req if n.startswith("cm_")]),
+              ("intent given alone: share whose first sentence has it", [n for n in req if n.startswith("it_")])]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 5]})
+    for ax, (title, names) in zip(axes, panels):
+        x = range(len(names))
+        base = [req[n]["base_rate"] for n in names]
+        asked = [req[n]["adherence"] for n in names]
+        ax.bar([i - 0.2 for i in x], base, width=0.4, label="nothing given (base)", color="0.7")
+        ax.bar([i + 0.2 for i in x], asked, width=0.4, label="requested", color="tab:blue",
+               yerr=[[a - (b + req[n]["low"]) for a, b, n in zip(asked, base, names)],
+                     [(b + req[n]["high"]) - a for a, b, n in zip(asked, base, names)]], capsize=3)
+        ax.set_xticks(list(x), [n.split("_", 1)[1] for n in names], rotation=20)
+        ax.set(ylim=(0, 100), ylabel="% of outputs", title=title)
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+    fig.suptitle(f"Steering: each control given alone ({report['examples']} {report.get('split', 'test')} examples, "
+                 f"guidance w = {report.get('guidance', 1.0)}; error bars: 95% interval of requested - base)")
     save(fig, png)
 
 

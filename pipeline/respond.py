@@ -1,28 +1,31 @@
 """Answer new dialogue contexts with several controlled responses (paper section 5.4 and appendix C).
 
 For one context: embed it (MiniLM) and tag its emotion distribution, retrieve the k best training candidates (Eq. 8),
-take each candidate's control signals, optionally override them by hand (CM, intents, SF frames), and generate one
+take each candidate's control signals, optionally override them by hand (CM, intents, SF frames: `Overrides`, which
+frees the levels finer than a hand-set one), or answer from hand-set levels alone without a candidate, and generate one
 response per control row with the diffusion model, or one for the whole context, kept among the draws of all its
 candidates (the decoding of stage `sample`: pipeline.decoder.Decoder). Everything is loaded once (`Responder.load`)
 and reused per context.
 
 Input text: one dialogue per line, its turns (oldest first) separated by TURN_DELIMITER (`read_contexts`).
 """
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
+import pandas as pd
 
 from pipeline.controls import control_sequence
 from pipeline.decoder import Decoder
-from pipeline.diffusion.config import SampleConfig
+from pipeline.diffusion.config import Rerank, SampleConfig
 from pipeline.diffusion.inputs import context_ids
 from pipeline.embeddings import context_text, encode_texts
 from pipeline.errors import PipelineError
-from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_SPECIAL
+from pipeline.labels import CONTROL_NULL, INTENTS, MECHANISM_NAMES, MECHANISMS, SF_NULL, SF_SPECIAL, SIGNALS
 from pipeline.judges import load_judges
 from pipeline.metrics.control import CM_COLUMNS
 from pipeline.models import wordpiece_tokenizer
@@ -111,19 +114,26 @@ CM_CHOICES = {**{m: m for m in MECHANISMS}, **{name.lower(): m for m, name in ME
 
 @dataclass
 class Overrides:
-    """Hand-set control signals that replace the retrieved ones (None = keep the candidate's).
+    """Hand-set control levels (None = not set) and what they mean (docs/respond.md, "Steering by hand").
 
-    cm: the present mechanisms (the others absent). intents: sentence i gets intents[i], the last one repeats for later
-    sentences. frames: one SF token per word of a new one-sentence response skeleton with one WordPiece per word.
+    A level the user sets replaces the candidate's at that level and frees every finer level the user did not set
+    (the candidate's intents and frames were derived from a response with another CM); coarser levels the user did
+    not set stay the candidate's. keep_skeleton: nothing is freed (the candidate's sentence and word skeleton stays,
+    intents mapped onto its sentences: the behaviour before condition dropout).
+
+    cm: the present mechanisms (the others absent). intents: one per sentence of the response; on a kept skeleton
+    sentence i gets intents[i] and the last one repeats. frames: one SF token per word of a new one-sentence response
+    skeleton with one WordPiece per word.
     """
 
     cm: frozenset[str] | None = None
     intents: tuple[str, ...] | None = None
     frames: tuple[str, ...] | None = None
+    keep_skeleton: bool = False
 
     @classmethod
     def parse(cls, cm: Sequence[str] = (), intent: str | None = None, frames: str | None = None,
-              known_frames: Sequence[str] = ()) -> "Overrides":
+              known_frames: Sequence[str] = (), keep_skeleton: bool = False) -> "Overrides":
         """Validate the CLI values: --cm (repeatable or comma-separated), --intent and --frames (comma-separated)."""
         out_cm = None
         if cm:
@@ -146,23 +156,125 @@ class Overrides:
             if bad or not out_frames:
                 raise unknown_label("SF token (a FrameNet frame seen in training, or a special token)",
                                     bad[0] if bad else frames, valid)
-        return cls(out_cm, out_intents, out_frames)
+        return cls(out_cm, out_intents, out_frames, keep_skeleton)
 
-    def apply(self, row: dict) -> dict:
-        """A new control row (CONTROL_FIELDS keys) with the overrides applied to `row`."""
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The levels set by hand, coarse to fine (a subset of SIGNALS)."""
+        return tuple(s for s, v in zip(SIGNALS, (self.cm, self.intents, self.frames)) if v is not None)
+
+    def given(self, candidate: bool = True) -> tuple[str, ...]:
+        """The levels the model is given: the hand-set ones, and (candidate) the candidate's coarser than the finest
+        hand-set level; all of them when nothing is set or the skeleton is kept. Without a candidate only the
+        hand-set levels."""
+        if not candidate:
+            if self.frames is not None and not {"cm", "it"} <= set(self.levels):
+                raise PipelineError("frames without a candidate need a CM and an intent too (--cm, --intent): the "
+                                    "model reads frames only under both")
+            return self.levels
+        if self.keep_skeleton or not self.levels:
+            return SIGNALS
+        finest = max(SIGNALS.index(s) for s in self.levels)
+        return tuple(s for i, s in enumerate(SIGNALS) if i <= finest)
+
+    def apply(self, row: Mapping, candidate: bool = True) -> dict:
+        """A new control row (CONTROL_FIELDS keys and `given`, the levels the model reads: inputs.encode_example) with
+        the overrides applied to `row` (a candidate; without one, candidate False, a pool row that only lends its
+        length)."""
         row = {name: list(row[name]) if isinstance(row[name], (list, np.ndarray)) else row[name]
                for name in CONTROL_NAMES}
         if self.frames is not None:  # a new skeleton: one sentence, one word (and one placeholder subword) per frame
+            if self.intents is not None and len(self.intents) > 1:
+                raise PipelineError("frames build a one-sentence response: give one intent with them")
             n = len(self.frames)
             row.update(words=[""] * n, word_sent=[0] * n, sf=list(self.frames), sent_starts=[0], sent_ends=[0],
                        intents=row["intents"][:1] or ["neutral"],  # an empty candidate response has no intent
                        subword_ids=[0] * n, subword_word=list(range(n)))
-        if self.intents is not None:
+        if self.intents is not None and (self.keep_skeleton or self.frames is not None):
             last = len(self.intents) - 1
             row["intents"] = [self.intents[min(i, last)] for i in range(len(row["intents"]))]
+        elif self.intents is not None:  # the user's sentences over the candidate's WordPieces (its words are freed)
+            n, pieces = len(self.intents), len(row["subword_word"])
+            if pieces < n:
+                raise PipelineError(f"{n} intents for a response of {pieces} WordPieces: ask for fewer intents (or "
+                                    "no retrieval, whose length fits them)")
+            row.update(intents=list(self.intents), words=[""] * pieces, sf=[SF_NULL] * pieces,
+                       word_sent=[p * n // pieces for p in range(pieces)], subword_word=list(range(pieces)),
+                       sent_starts=[0] * n, sent_ends=[0] * n)
         if self.cm is not None:
             row.update({f"cm_{m}": m in self.cm for m in MECHANISMS})
-        return row
+        return {**row, "given": list(self.given(candidate))}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one respond call asks beyond its dialogue, under the names of the API's fields (pipeline/serve.py; the
+    flags of `respond` spell them --name). None: the default of params.yaml (`sample`, `retrieve.k`). cm: mechanism
+    names or codes; intents / frames: comma-separated (Overrides.parse); init: noise | candidate (edit the
+    candidates' own responses at `strength`); samples, rerank, guidance: the decoding's num_samples, rerank,
+    guidance; one: a single response kept among the draws of all k candidates; no_retrieval, keep_skeleton: see
+    Overrides and Responder.respond."""
+
+    k: int | None = None
+    cm: tuple[str, ...] = ()
+    intents: str | None = None
+    frames: str | None = None
+    init: Literal["noise", "candidate"] = "noise"
+    strength: float | None = None
+    samples: int | None = None
+    rerank: Rerank | None = None
+    one: bool = False
+    guidance: float | None = None
+    no_retrieval: bool = False
+    keep_skeleton: bool = False
+
+    @property
+    def edit(self) -> bool:
+        return self.init == "candidate"
+
+    def check(self, spell: Callable[[str], str] = str) -> None:
+        """PipelineError for the combinations respond refuses; spell: an option's name as the user wrote it."""
+        if self.edit and self.frames is not None:
+            raise PipelineError(f"{spell('init')} candidate edits the candidate's own words: it cannot be combined "
+                                f"with {spell('frames')}")
+        if self.no_retrieval and (self.edit or self.keep_skeleton):
+            raise PipelineError(f"{spell('no_retrieval')} has no candidate: it cannot be combined with "
+                                f"{spell('init')} candidate or {spell('keep_skeleton')}")
+
+    def decoding(self, sampling: SampleConfig) -> SampleConfig:
+        """params.yaml's `sample` (its `edit` settings with init candidate, as stage sample@edit) with the options
+        set."""
+        sampling = sampling.for_edit() if self.edit else sampling
+        changes = {"num_samples": self.samples, "rerank": self.rerank, "edit_strength": self.strength,
+                   "guidance": self.guidance}
+        return dataclasses.replace(sampling, **{name: v for name, v in changes.items() if v is not None})
+
+    def responses(self, sampling: SampleConfig, retrieve_k: int) -> int:
+        """Candidates answered: k, else retrieve.k (with `one`: the candidates stage sample keeps one among)."""
+        if self.k is not None:
+            return self.k
+        return sampling.candidates_of(retrieve_k) if self.one else retrieve_k
+
+    def overrides(self, known_frames: Callable[[], Sequence[str]]) -> Overrides:
+        """The hand-set levels; known_frames (called only when frames are given): the SF tokens the model knows."""
+        known = known_frames() if self.frames is not None else ()
+        return Overrides.parse(list(self.cm), self.intents, self.frames, known, self.keep_skeleton)
+
+
+def length_donors(pool: pd.DataFrame, overrides: Overrides, k: int) -> list[dict]:
+    """Without retrieval, the response length comes from the training responses of the hand-set CM and first intent:
+    the k pool rows (schema CONTROLS) nearest the median WordPiece length of those that match (all rows when none
+    does), shortest first. They lend only their length and segmentation; every level not set by hand is freed."""
+    match = np.ones(len(pool), dtype=bool)
+    if overrides.cm is not None:
+        for m in MECHANISMS:
+            match &= pool[f"cm_{m}"].to_numpy(bool) == (m in overrides.cm)
+    if overrides.intents is not None:
+        match &= np.array([len(i) > 0 and i[0] == overrides.intents[0] for i in pool["intents"]])
+    rows = pool[match] if match.any() else pool
+    length = rows["subword_word"].map(len).to_numpy()
+    order = np.argsort(np.abs(length - np.median(length)), kind="stable")[:k]
+    return rows.iloc[order[np.argsort(length[order], kind="stable")]].to_dict("records")
 
 
 @dataclass
@@ -203,12 +315,17 @@ class Responder:
         return [{**row, "rank": int(r), "score": float(s)} for row, r, s in zip(rows, hits.rank, hits.score)]
 
     def respond(self, context: Sequence[str], k: int, gamma: float, overrides: Overrides,
-                one: bool = False) -> list[dict]:
+                one: bool = False, retrieval: bool = True) -> list[dict]:
         """One result per candidate of the k retrieved (one: a single result, the text kept among the draws of all k,
         as stage `sample` keeps one per example): the candidate row, the control row actually used, and the generated
-        response."""
-        candidates = self.retrieve(context, k, gamma)
-        controls = [overrides.apply(c) for c in candidates]
+        response. retrieval False: no candidate; the hand-set levels alone steer, over k length donors
+        (`length_donors`; their rank is their place, their score None)."""
+        if retrieval:
+            candidates = self.retrieve(context, k, gamma)
+        else:
+            candidates = [{**row, "rank": r, "score": None}
+                          for r, row in enumerate(length_donors(self.index.pool, overrides, k))]
+        controls = [overrides.apply(c, candidate=retrieval) for c in candidates]
         n, limit = len(context_ids(context)), self.decoder.model.cfg.max_context
         if n > limit:
             log(f"notice: the context has {n} WordPieces; the model reads only the newest {limit}")
@@ -221,17 +338,24 @@ def show(turns: list[str], results: list[dict]) -> str:
     """A readable block per dialogue: the context, then per candidate its score, response, controls and the output."""
     lines = ["context: " + " || ".join(turns)]
     for res in results:
-        cand = res["candidate"]
-        lines += [f"  #{cand['rank'] + 1}  score {cand['score']:.3f}  candidate {cand['example_id']}: {cand['response']}",
-                  f"      controls: {control_sequence(res['controls'])}",
+        cand, ctl = res["candidate"], res["controls"]
+        source = (f"score {cand['score']:.3f}  candidate {cand['example_id']}: {cand['response']}"
+                  if cand["score"] is not None else f"no retrieval  length of {cand['example_id']}")
+        lines += [f"  #{cand['rank'] + 1}  {source}",
+                  f"      controls: {control_sequence(ctl, ctl['given']) or '(none)'}  [given: "
+                  f"{', '.join(ctl['given']) or 'none'}]",
                   f"      response: {res['response']}"]
     return "\n".join(lines)
 
 
 def record(turns: list[str], res: dict) -> dict:
-    """One JSON line: the context, the candidate, the controls used (flat sequence and fields), the generated text."""
+    """One JSON line: the context, the candidate (score null without retrieval), the levels given and their controls
+    (flat sequence and fields; a freed level null), the generated text."""
     cand, ctl = res["candidate"], res["controls"]
+    given = ctl["given"]
     return {"context": turns, "rank": cand["rank"], "score": cand["score"], "candidate_id": cand["example_id"],
-            "candidate_response": cand["response"], "control_sequence": control_sequence(ctl),
-            "cm": {m: bool(ctl[c]) for m, c in zip(MECHANISMS, CM_COLUMNS)}, "intents": list(ctl["intents"]),
-            "sf": list(ctl["sf"]), "response": res["response"]}
+            "candidate_response": cand["response"], "given": list(given),
+            "control_sequence": control_sequence(ctl, given),
+            "cm": {m: bool(ctl[c]) for m, c in zip(MECHANISMS, CM_COLUMNS)} if "cm" in given else None,
+            "intents": list(ctl["intents"]) if "it" in given else None,
+            "sf": list(ctl["sf"]) if "sf" in given else None, "response": res["response"]}

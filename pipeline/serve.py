@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.decoder import Decoder
-from pipeline.diffusion.config import Rerank, SampleConfig
+from pipeline.diffusion.config import SampleConfig
 from pipeline.errors import PipelineError
 from pipeline.judges import load_judges
 from pipeline.params import conforms, type_name
-from pipeline.respond import TURN_DELIMITER, Overrides, Responder, record
+from pipeline.respond import TURN_DELIMITER, Options, Responder, record
 from pipeline.rerank import Judges
 
 MAX_TURNS = 50  # turns of one dialogue
@@ -33,21 +33,12 @@ class Busy(Exception):
     """The service already holds its limit of waiting and running requests."""
 
 
-@dataclass(frozen=True)
-class RespondRequest:
-    """What `respond` takes for one dialogue. None: the service's default (params.yaml). dialogue: the turns, oldest
-    first; cm: mechanism names or codes (`respond --cm`); intents / frames: comma-separated (`--intent`, `--frames`)."""
+@dataclass(frozen=True, kw_only=True)
+class RespondRequest(Options):
+    """What `respond` takes for one dialogue: the turns, oldest first, and its options (pipeline.respond.Options,
+    under the names of respond's flags without the dashes)."""
 
     dialogue: tuple[str, ...]
-    k: int | None = None
-    cm: tuple[str, ...] = ()
-    intents: str | None = None
-    frames: str | None = None
-    init: typing.Literal["noise", "candidate"] = "noise"
-    strength: float | None = None
-    samples: int | None = None
-    rerank: Rerank | None = None
-    one: bool = False
 
     @classmethod
     def parse(cls, payload) -> "RespondRequest":
@@ -83,9 +74,8 @@ class RespondRequest:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise PipelineError(f"{text[:40]!r} is not valid Unicode text (a lone surrogate): send UTF-8") from None
-        request = cls(tuple(turns), cm=tuple(cm), **options)
-        if request.init == "candidate" and request.frames is not None:
-            raise PipelineError("init candidate edits the candidate's own words: it cannot be combined with frames")
+        request = cls(dialogue=tuple(turns), cm=tuple(cm), **options)
+        request.check()
         if request.k is not None and not 1 <= request.k <= 10:
             raise PipelineError(f"`k` is {request.k}: ask for 1 to 10 responses")
         if request.samples is not None and not 1 <= request.samples <= 16:
@@ -153,17 +143,15 @@ class Service:
         return self.judges[rule]
 
     def _answer(self, request: RespondRequest) -> list[dict]:
-        sampling = self.sampling.for_edit() if request.init == "candidate" else self.sampling
-        changes = {"num_samples": request.samples, "rerank": request.rerank, "edit_strength": request.strength}
-        sampling = dataclasses.replace(sampling, **{n: v for n, v in changes.items() if v is not None})
-        k = request.k or (sampling.candidates_of(self.k) if request.one else self.k)
-        known = self.responder.known_frames() if request.frames is not None else ()
-        overrides = Overrides.parse(list(request.cm), request.intents, request.frames, known)
+        sampling = request.decoding(self.sampling)
         decoder = Decoder(self.responder.decoder.model, self.responder.decoder.vocab, sampling,
                           self.judges_for(sampling.rerank))
-        responder = dataclasses.replace(self.responder, decoder=decoder, edit=request.init == "candidate")
+        responder = dataclasses.replace(self.responder, decoder=decoder, edit=request.edit)
         turns = list(request.dialogue)
-        return [record(turns, res) for res in responder.respond(turns, k, self.gamma, overrides, request.one)]
+        results = responder.respond(turns, request.responses(sampling, self.k), self.gamma,
+                                    request.overrides(self.responder.known_frames), request.one,
+                                    retrieval=not request.no_retrieval)
+        return [record(turns, res) for res in results]
 
 
 def build_app(service: Service, max_body_bytes: int = 64_000, page: Callable | None = None):

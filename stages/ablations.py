@@ -102,7 +102,8 @@ def probe(experiment: str = typer.Option("", help="an experiment of `make ablati
           out: str = typer.Option("", help="default: metrics/probe/<experiment, or default>.json"),
           params: str = "params.yaml") -> None:
     """Does the model read its CM? The random-CM probe and the attention mass of pipeline/control_probe.py, on the
-    study's test examples, decoded as stage sample decodes them."""
+    study's test examples, decoded as stage sample decodes them: with the candidate's intents and frames given
+    (random_cm), and with the CM given alone, as respond gives a hand-set CM (random_cm_alone)."""
     p = load_params(params)
     study, seed = section(p, "ablations", AblationParams), value(p, "seed", int)
     cfg = dataclasses.replace(section(p, "sample", SampleConfig), subset=study.subset)
@@ -125,6 +126,10 @@ def probe(experiment: str = typer.Option("", help="an experiment of `make ablati
     results = {"model": f"experiment {experiment} ({exp['rev'][:7]})" if experiment else model, "train_steps": steps,
                "random_cm": cm_probe(decoder, rows, pool[list(CM_COLUMNS)].to_numpy(bool), group_size(rows), seed,
                                      tag_cm, study.resamples),
+               # respond's rule for a hand-set CM: the candidate's intents and frames are freed (pipeline.respond)
+               "random_cm_alone": cm_probe(decoder, [{**r, "given": ["cm"]} for r in rows],
+                                           pool[list(CM_COLUMNS)].to_numpy(bool), group_size(rows), seed, tag_cm,
+                                           study.resamples),
                "attention": attention_mass(net, encode_rows(rows, vocab, net.cfg, gold=False), cfg.batch_size)}
     write_json(out or f"metrics/probe/{experiment or 'default'}.json", results)
 

@@ -1,5 +1,5 @@
-"""Stage report: the README results table from metrics/*.json, five generated examples picked by seed, and static PNGs
-of the plots (offline viewing)."""
+"""Stage report: the README results table from metrics/*.json, the steering table (metrics/steering.json), five
+generated examples picked by seed, and static PNGs of the plots (offline viewing)."""
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +11,8 @@ from pipeline.errors import missing_artifact
 from pipeline.io import read_frame, read_json
 from pipeline.params import load_params, section, value
 from pipeline.plots import read_step_metrics, render_cm, render_curves
-from pipeline.report import BEGIN, END, EXAMPLES, examples_section, model_note, results_section, update_readme
+from pipeline.report import (BEGIN, END, EXAMPLES, STEERING, examples_section, model_note, results_section,
+                             steering_section, update_readme)
 from pipeline.retrieval import RetrieveParams
 from pipeline.schemas import DIALOGUES, SCORES
 
@@ -25,6 +26,7 @@ def main(scores: str = "metrics/scores.json",
          cm_data: str = "plots/cm.csv", cm_png: str = "plots/cm.png",
          loss_data: str = "dvclive/train_diffusion/plots/metrics", loss_png: str = "plots/train_loss.png",
          per_example: str = "data/scores/per_example.parquet", dialogues: str = "data/prepared/dialogues.parquet",
+         steering: str = "metrics/steering.json",
          readme: str = "README.md", params: str = "params.yaml") -> None:
     others = {Path(m).name: read_json(m) for m in metrics}
     outputs = read_frame(per_example, SCORES, stage="score")
@@ -37,7 +39,8 @@ def main(scores: str = "metrics/scores.json",
     note = model_note(section(p, "model", ModelConfig), training.steps, training.batch_size, sampling.steps)
     update_readme(readme, {(BEGIN, END): results_section(read_json(scores, stage="score"), others,
                                                          sampling.num_samples, sampling.rerank, *counts, note),
-                           EXAMPLES: examples_section(outputs, contexts, value(p, "seed", int))})
+                           EXAMPLES: examples_section(outputs, contexts, value(p, "seed", int)),
+                           STEERING: steering_section(read_json(steering, stage="steering"))})
     for data, png, render, read, stage in ((cm_data, cm_png, render_cm, pd.read_csv, "score"),
                                            (loss_data, loss_png, render_curves, read_step_metrics, "train_diffusion")):
         if not Path(data).exists():

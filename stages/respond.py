@@ -3,8 +3,8 @@
     python -m stages.respond "I caught my boyfriend texting his ex."
     python -m stages.respond --file dialogues.txt --json          # one dialogue per line, turns separated by "||"
     echo "I failed my exam. || Oh no! || I studied so hard." | python -m stages.respond --cm exploration --intent questioning
+    python -m stages.respond --no-retrieval --cm exploration "I lost my job."   # hand-set levels alone, no candidate
 """
-import dataclasses
 import json
 import sys
 import time
@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.diffusion.config import RERANKS, SampleConfig
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
-from pipeline.respond import Overrides, Responder, read_contexts, record, show
+from pipeline.respond import Options, Responder, read_contexts, record, show
 from pipeline.retrieval import RetrieveParams
 from pipeline.tagging import TagParams
 
@@ -30,8 +30,15 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          k: int = typer.Option(None, help="Responses per context (default: retrieve.k of params.yaml)."),
          cm: list[str] = typer.Option([], help="Communication mechanisms to use instead of the retrieved ones: "
                                                 "er|emotional_reaction, ip|interpretation, ex|exploration, none."),
-         intent: str = typer.Option(None, help="Intent(s) per sentence, comma-separated; the last one repeats."),
+         intent: str = typer.Option(None, help="Intent of each sentence, comma-separated (one sentence per intent)."),
          frames: str = typer.Option(None, help="SF tokens, comma-separated: one word each of a new one-sentence response."),
+         keep_skeleton: bool = typer.Option(False, "--keep-skeleton", help="Keep the candidate's sentence and word "
+                                            "skeleton under hand-set levels (default: a hand-set level frees the "
+                                            "finer ones); intents then map onto its sentences, the last repeats."),
+         no_retrieval: bool = typer.Option(False, "--no-retrieval", help="No candidate: the hand-set levels alone "
+                                           "steer; the length comes from training responses of that CM and intent."),
+         guidance: float = typer.Option(None, help="Classifier-free guidance weight on the given levels "
+                                                   "(default: sample.guidance; 1 = none)."),
          json_lines: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
          init: str = typer.Option("noise", help="noise | candidate: start from noise, or edit each candidate's own "
                                                 "response (retrieve-and-edit)."),
@@ -46,25 +53,22 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
          params: str = "params.yaml") -> None:
     if init not in ("noise", "candidate"):
         raise PipelineError(f"--init {init}: use noise or candidate")
-    if init == "candidate" and frames:
-        raise PipelineError("--init candidate edits the candidate's own words: it cannot be combined with --frames")
+    asked = Options(k=k, cm=tuple(cm), intents=intent, frames=frames, init=init, strength=strength, samples=samples,
+                    rerank=rerank, one=one, guidance=guidance, no_retrieval=no_retrieval, keep_skeleton=keep_skeleton)
+    asked.check(spell=lambda name: "--" + name.replace("_", "-"))
     p = load_params(params)
-    sampling = section(p, "sample", SampleConfig)
-    sampling = sampling.for_edit() if init == "candidate" else sampling  # the settings of stage sample@edit
-    options = {"num_samples": samples, "rerank": rerank, "edit_strength": strength}
-    sampling = dataclasses.replace(sampling, **{name: v for name, v in options.items() if v is not None})
-    retrieve_k = section(p, "retrieve", RetrieveParams).k
-    k = (sampling.candidates_of(retrieve_k) if one else retrieve_k) if k is None else k
+    sampling = asked.decoding(section(p, "sample", SampleConfig))
+    k = asked.responses(sampling, section(p, "retrieve", RetrieveParams).k)
     if k < 1:
         raise PipelineError(f"--k {k}: ask for at least one response")
     dialogues = read_contexts(context, file, sys.stdin.buffer)
     seed, gamma = value(p, "seed", int), float(value(p, "gamma", float))
-    responder = Responder.load(index, taggers, model, sampling, seed, edit=init == "candidate",
+    responder = Responder.load(index, taggers, model, sampling, seed, edit=asked.edit,
                                cm_threshold=section(p, "tag", TagParams).cm_threshold)
-    overrides = Overrides.parse(cm, intent, frames, responder.known_frames())
+    overrides = asked.overrides(responder.known_frames)
     for turns in dialogues:
         start = time.perf_counter()
-        results = responder.respond(turns, k, gamma, overrides, one)
+        results = responder.respond(turns, k, gamma, overrides, one, retrieval=not no_retrieval)
         log(f"[respond] {len(results)} responses in {time.perf_counter() - start:.2f}s")
         if json_lines:
             for res in results:

@@ -1,8 +1,8 @@
 """Stage train_diffusion: train the DiffusEmp model on the gold controls of the training split -> models/diffusion/
 (config.json, vocab.json, model.pt with the EMA weights), metrics/train.json (final and held-out figures, including
 the SmolLM2 fluency of the held-out samples), the step metrics (loss terms, accuracy, lr) through DVCLive
-(dvclive/train_diffusion/: `dvc exp show`, `dvc plots show`) and the run's speed, per log point too, in
-metrics/timings/train_diffusion.json (kept out of the metrics that `dvc metrics diff` compares).
+(dvclive/train_diffusion/: `dvc exp show`, `dvc plots show`) and the run's speed and the step it resumed from, per log
+point too, in metrics/timings/train_diffusion.json (kept out of the metrics that `dvc metrics diff` compares).
 
 Resumable: the training state is checkpointed to --checkpoint every few minutes; rerunning after a kill continues from
 it. Data-parallel on N processes: `torchrun --nproc_per_node N -m stages.train_diffusion` (gloo on CPU, nccl on GPU).
@@ -74,7 +74,8 @@ def main(controls: str = "data/signals/controls.parquet", out: str = "models/dif
     if rank == 0:
         save_model(out, result.ema, model_cfg, vocab)
         summary = dict(result.summary)
-        speed = {k: summary.pop(k) for k in ("train_minutes", "examples_per_s_this_run")}
+        # Run details, not results: a rerun with the same inputs must leave `dvc metrics diff` empty.
+        speed = {k: summary.pop(k) for k in ("train_minutes", "examples_per_s_this_run", "resumed_from_step")}
         if "valid_sampling" in summary and fluency:
             ppl = fluency_ppl(FluencyScorer.load().nll(result.valid_texts))
             summary["valid_sampling"]["fluency_ppl_smollm2"] = round(ppl, 3)

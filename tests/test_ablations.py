@@ -42,9 +42,9 @@ def test_queue_commands_one_experiment_per_variant_under_one_budget_then_one_wor
 
 def test_the_overrides_rerun_only_training_and_what_follows_it():
     keys = {o.split("=")[0] for v in VARIANTS for o in overrides(v, STUDY)}
-    assert touched_stages(dvc_yaml(), keys) == {"train_diffusion", "sample", "bench", "score", "report"}
+    assert touched_stages(dvc_yaml(), keys) == {"train_diffusion", "sample", "bench", "score", "steering", "report"}
     assert touched_stages(dvc_yaml(), ["gamma"]) == {"retrieve"}
-    assert touched_stages(dvc_yaml(), ["tag"]) == {"tag", "sample", "bench", "score"}  # a section reaches its keys
+    assert touched_stages(dvc_yaml(), ["tag"]) == {"tag", "sample", "bench", "score", "steering"}  # a section: its keys
     assert touched_stages(dvc_yaml(), ["retrieve.chunk"]) == {"retrieve"}  # a key reaches its section
     bad = {"stages": {"train_taggers": {"foreach": ["cm"], "do": {"params": ["train"]}}}}
     with pytest.raises(PipelineError, match=r"would rerun \['train_taggers'\]"):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.control_probe import attention_mass, cm_of, cm_probe, interval, random_cm
+from pipeline.bootstrap import interval
+from pipeline.control_probe import attention_mass, cm_of, cm_probe, random_cm
 from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.inputs import Role, encode_rows
 from pipeline.diffusion.model import build_model

@@ -90,6 +90,9 @@ def test_api_answers_what_respond_json_prints_and_refuses_bad_input_with_4xx(ser
         assert all(r["context"] == ["I lost my job.", "Oh no!"] and r["cm"] == {"er": False, "ip": False, "ex": True}
                    and r["intents"] == ["questioning"] and isinstance(r["response"], str) for r in records)
         assert service.received[-1].cm == ("exploration",)
+        alone = post(server.url, {"dialogue": ["I lost my job."], "cm": ["er"], "no_retrieval": True, "guidance": 1})
+        assert alone.status_code == 200 and all(r["score"] is None and r["given"] == ["cm"]
+                                                for r in alone.json()["responses"]), alone.text
         bad = [({"dialogue": []}, 400, "empty dialogue"), ({"dialogue": ["hi"], "cm": ["empathy"]}, 400, "valid: "),
                ({"dialogue": ["hi"], "intents": "questoning"}, 400, "did you mean questioning"),
                ({"dialogue": ["word " * 200_000]}, 413, "over the limit"),
@@ -98,7 +101,9 @@ def test_api_answers_what_respond_json_prints_and_refuses_bad_input_with_4xx(ser
                (b'{"dialogue": ["hi"], "k": ' + b"9" * 5000 + b"}", 400, "not JSON this server reads"),
                (b"[" * 60_000, 400, "not JSON this server reads"),
                (b'{"dialogue": ["a\\ud800"]}', 400, "lone surrogate"), ({"dialogue": ["hi"], "cm": False}, 400, "list"),
-               ({"dialogue": ["hi"], "frames": "", "init": "candidate"}, 400, "cannot be combined")]
+               ({"dialogue": ["hi"], "frames": "", "init": "candidate"}, 400, "cannot be combined"),
+               ({"dialogue": ["hi"], "no_retrieval": True, "keep_skeleton": True}, 400, "cannot be combined"),
+               ({"dialogue": ["hi"], "guidance": -1}, 400, "guidance=-1")]
         for body, status, message in bad:
             answer = post(server.url, body)
             assert answer.status_code == status and message in answer.json()["error"], (body, answer.text)
@@ -195,7 +200,7 @@ def test_the_page_in_a_browser_answers_and_sends_the_controls_set(service, tmp_p
             submit_and_read()
             assert service.received[-1].cm == ("exploration",)  # the widget reached the server's request
             assert "EXPLORATION" in browser.find_element(By.ID, "responses").text
-            shot = Path(os.environ.get("DEMO_SCREENSHOT") or tmp_path / "demo.png")  # docs/demo.png: README
+            shot = Path(os.environ.get("DEMO_SCREENSHOT") or tmp_path / "demo.png")  # a file to keep: docs/demo.md
             browser.save_screenshot(str(shot))
             assert shot.read_bytes()[:4] == b"\x89PNG"
         finally:

@@ -305,6 +305,10 @@ def test_control_agreement_retags_each_text_against_its_own_row():
     assert cm_ok.tolist() == [[True, True, False], [True, True, False]]
     assert it.tolist() == [[1, 2], [0, 2]]  # (er ex, y) vs (x, y); (ip, x) vs (x,): both positions count
     assert judge(rows, ["er ex. y", "ip. x"]).tolist() == pytest.approx([(2 / 3 + 1 / 2) / 2, (2 / 3 + 0) / 2])
+    # a level the row does not give constrains nothing (a hand-set CM frees the candidate's intents, and back)
+    freed = [{**rows[0], "given": ["cm"]}, {**rows[1], "given": ["it"]}]
+    cm_ok, it = judge.check(freed, ["er ex. y", "ip. x"])
+    assert cm_ok.tolist() == [[True, True, False], [True, True, True]] and it.tolist() == [[0, 0], [0, 2]]
 
 
 def test_masked_edit_keeps_the_candidate_outside_the_hidden_positions(vocab, monkeypatch):

@@ -1,4 +1,5 @@
 """The respond command through typer's CliRunner, on a tiny index, emotion tagger and random diffusion model."""
+import dataclasses
 import io
 import json
 import random
@@ -13,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from pipeline.diffusion.config import ModelConfig, SampleConfig
+from pipeline.diffusion.inputs import encode_example
 from pipeline.diffusion.model import DiffusEmpModel
 from pipeline.diffusion.checkpoint import save_model
 from pipeline.diffusion.vocab import Vocab
@@ -21,7 +23,7 @@ from pipeline.models import ENCODER_DIM, ENCODER_NAME
 from pipeline.errors import PipelineError
 from pipeline.io import read_frame, write_frame
 from pipeline.params import section
-from pipeline.respond import Overrides, Responder, decode_lines, parse_dialogue, read_contexts
+from pipeline.respond import Options, Overrides, Responder, decode_lines, length_donors, parse_dialogue, read_contexts
 from pipeline.retrieval import Index
 from pipeline.schemas import CANDIDATES, CONTROL_NAMES, CONTROLS, SAMPLES
 from pipeline.taggers import FrozenTagger
@@ -53,7 +55,7 @@ def artifacts(tmp_path_factory):
 
     (root / "params.yaml").write_text(
         f"seed: 0\ngamma: 0.2\nretrieve:\n  k: {K}\n  chunk: 8\nsample:\n  split: test\n  subset: null\n  steps: 2\n"
-        "  clamp: false\n  temperature: 0.0\n  solver: ancestral\n  edit_strength: 0.5\n  num_samples: 1\n  rerank: none\n  candidates: null\n  edit_candidates: null\n  batch_size: 8\n  bf16: false\n"
+        "  clamp: false\n  temperature: 0.0\n  solver: ancestral\n  edit_strength: 0.5\n  num_samples: 1\n  rerank: none\n  candidates: null\n  edit_candidates: null\n  batch_size: 8\n  bf16: false\n  guidance: 1.0\n  guidance_start: 0.0\n"
         "tag:\n  cm_threshold: 0.5\n")
     return ["--index", str(root / "index"), "--taggers", str(root / "taggers"), "--model", str(root / "diffusion"),
             "--params", str(root / "params.yaml")]
@@ -79,8 +81,21 @@ def test_json_lines_from_stdin_with_manual_cm_and_intent(artifacts):
     assert records[0]["context"] == ["I lost my job.", "Oh no, what happened?", "They closed the store."]
     assert all(r["cm"] == {"er": False, "ip": False, "ex": True} for r in records)
     assert all(r["intents"] == ["questioning"] for r in records)
-    assert all(r["control_sequence"].startswith("EXPLORATION QUESTIONING") for r in records)
+    assert all(r["control_sequence"] == "EXPLORATION QUESTIONING" for r in records)
+    assert all(r["given"] == ["cm", "it"] and r["sf"] is None for r in records)  # the frames are freed
     assert [r["rank"] for r in records] == [0, 1, 0, 1] and isinstance(records[0]["response"], str)
+
+
+def test_no_retrieval_answers_from_the_hand_set_levels_alone(artifacts):
+    result = run(["--json", "--no-retrieval", "--cm", "er", "I lost my job.", *artifacts])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == K and all(r["score"] is None and r["given"] == ["cm"] for r in records)
+    assert all(r["control_sequence"] == "EMOTIONAL_REACTION" and r["intents"] is None for r in records)
+    table = run(["--no-retrieval", "--intent", "questioning", "I lost my job.", *artifacts])
+    assert table.exit_code == 0 and "no retrieval" in table.stdout and "[given: it]" in table.stdout, table.output
+    bad = run(["--no-retrieval", "--keep-skeleton", "hello", *artifacts])
+    assert bad.exit_code == 1 and "cannot be combined" in bad.output
 
 
 def test_editing_the_candidates_with_several_reranked_draws(artifacts):
@@ -133,15 +148,72 @@ def test_missing_artifacts_name_the_dvc_target(artifacts, tmp_path, option, targ
 
 
 def test_overrides_on_a_control_row():
-    row = controls_row("a:1", intents=["neutral", "agreeing", "wishing"], cm_er=True)
-    out = Overrides.parse(["ip,ex"], "questioning,consoling").apply(row)
-    assert out["intents"] == ["questioning", "consoling", "consoling"]
-    assert (out["cm_er"], out["cm_ip"], out["cm_ex"]) == (False, True, True)
+    row = controls_row("a:1", intents=["neutral", "agreeing", "wishing"], cm_er=True, words=list("abcdef"),
+                       word_sent=[0, 0, 1, 1, 2, 2], sf=list("ABCDEF"), subword_ids=[1] * 7,
+                       subword_word=[0, 0, 1, 2, 3, 4, 5])
+    kept = Overrides.parse(["ip,ex"], "questioning,consoling", keep_skeleton=True).apply(row)
+    assert kept["intents"] == ["questioning", "consoling", "consoling"] and kept["given"] == ["cm", "it", "sf"]
+    assert (kept["cm_er"], kept["cm_ip"], kept["cm_ex"]) == (False, True, True)
     assert Overrides.parse(["none"]).apply(row)["cm_er"] is False
     assert parse_dialogue("a ||b|| ") == ["a", "b"]
 
 
+def test_a_hand_set_level_frees_the_finer_ones_and_keeps_the_coarser():
+    row = controls_row("a:1", intents=["neutral", "agreeing", "wishing"], cm_er=True, words=list("abcdef"),
+                       word_sent=[0, 0, 1, 1, 2, 2], sf=list("ABCDEF"), subword_ids=[1] * 7,
+                       subword_word=[0, 0, 1, 2, 3, 4, 5])
+    assert Overrides().apply(row)["given"] == ["cm", "it", "sf"]  # nothing set: the candidate's three levels
+    cm = Overrides.parse(["ex"]).apply(row)  # CM set: IT and SF freed
+    assert cm["given"] == ["cm"] and (cm["cm_er"], cm["cm_ip"], cm["cm_ex"]) == (False, False, True)
+    it = Overrides.parse([], "questioning").apply(row)  # IT set: the candidate's CM stays, SF freed, one sentence
+    assert it["given"] == ["cm", "it"] and it["cm_er"] is True and it["intents"] == ["questioning"]
+    assert it["word_sent"] == [0] * 7 and it["subword_word"] == list(range(7))  # the candidate's 7 WordPieces
+    two = Overrides.parse([], "sympathizing,questioning").apply(row)  # the WordPieces split evenly over two sentences
+    assert two["intents"] == ["sympathizing", "questioning"] and two["word_sent"] == [0, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(PipelineError, match="8 intents for a response of 7 WordPieces"):
+        Overrides.parse([], ",".join(["neutral"] * 8)).apply(row)
+    with pytest.raises(PipelineError, match="one intent with them"):
+        Overrides.parse([], "neutral,wishing", "PRONOUN", ["PRONOUN"]).apply(row)
+    with pytest.raises(PipelineError, match="need a CM and an intent too"):
+        Overrides.parse(["er"], None, "PRONOUN", ["PRONOUN"]).apply(row, candidate=False)
+    sf = Overrides.parse([], None, "PRONOUN,?", ["PRONOUN", "?"]).apply(row)  # SF set: CM and IT stay the candidate's
+    assert sf["given"] == ["cm", "it", "sf"] and sf["sf"] == ["PRONOUN", "?"] and sf["intents"] == ["neutral"]
+    alone = Overrides.parse(["er"], "questioning").apply(row, candidate=False)  # no candidate: the hand-set alone
+    assert alone["given"] == ["cm", "it"]
+    assert Overrides.parse([], "questioning").apply(row, candidate=False)["given"] == ["it"]
+    for over in (cm, it, two, sf, alone):  # every row still encodes
+        encode_example(["hi"], over, Vocab.build([row], ModelConfig(family="masked")), ModelConfig(family="masked"),
+                       given=over["given"])
+
+
+def test_length_donors_match_the_hand_set_levels():
+    pool = pd.DataFrame([controls_row(f"{i}:1", cm_ex=i % 2 == 0, intents=["questioning" if i % 2 else "neutral"],
+                                      subword_word=[0] * (i + 1)) for i in range(10)])
+    ex = length_donors(pool, Overrides.parse(["ex"]), 3)
+    assert [r["example_id"] for r in ex] == ["2:1", "4:1", "6:1"]  # CM ex alone: rows 0, 2, .., 8; median length 5
+    q = length_donors(pool, Overrides.parse([], "questioning"), 1)
+    assert [r["example_id"] for r in q] == ["5:1"]  # rows 1, 3, .., 9; median length 6
+    assert len(length_donors(pool, Overrides.parse([], "wishing"), 2)) == 2  # no match: the whole pool
+
+
 # --- bad input: a normal answer or one `error:` line, never a traceback ---------------------------------------------
+def test_options_resolve_the_decoding_and_refuse_what_respond_refuses():
+    base = section(yaml.safe_load(Path("params.yaml").read_text()), "sample", SampleConfig)
+    base = dataclasses.replace(base, candidates=1, edit_candidates=3, num_samples=6, guidance=1.0)
+    edit = Options(init="candidate", samples=2, guidance=2.5, one=True)
+    assert edit.decoding(base) == dataclasses.replace(base, candidates=3, num_samples=2, guidance=2.5)
+    assert Options().decoding(base) == base and edit.responses(edit.decoding(base), 5) == 3
+    assert Options().responses(base, 5) == 5 and Options(k=2, one=True).responses(base, 5) == 2
+    assert Options(cm=("ex",), intents="questioning").overrides(lambda: pytest.fail("frames not asked")) == \
+        Overrides(cm=frozenset({"ex"}), intents=("questioning",))
+    flag = lambda name: "--" + name.replace("_", "-")
+    with pytest.raises(PipelineError, match="^--init candidate edits .* with --frames$"):
+        Options(init="candidate", frames="").check(flag)
+    with pytest.raises(PipelineError, match="^no_retrieval has no candidate: .* init candidate or keep_skeleton$"):
+        Options(no_retrieval=True, keep_skeleton=True).check()
+    Options(no_retrieval=True, cm=("er",)).check()
+
+
 def fuzz_inputs() -> list[bytes]:
     rng = random.Random(0)
     return [

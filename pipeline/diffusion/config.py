@@ -144,7 +144,11 @@ class TrainConfig:
     bf16: forward and backward passes (and the held-out figures) under bfloat16 autocast, float32 weights and
     optimizer state: true, false or auto (where the device computes bfloat16 natively: pipeline.precision).
     length_group_batches: runs of this many shuffled batches are regrouped by example length (trainer.DataOrder), so
-    a batch pads little; 0 = off."""
+    a batch pads little; 0 = off.
+    given_levels / given_weights: condition dropout (trainer.LevelDropout): each training example gives the model one
+    of these subsets of the control levels, drawn with these weights, and the levels it does not give are freed
+    (inputs.free_levels), so the model learns p(response | context, any of the subsets). Empty: every example gives
+    all of the model's levels (the paper)."""
 
     steps: int
     batch_size: int
@@ -163,11 +167,22 @@ class TrainConfig:
     max_minutes: float = 0.0
     bf16: Bf16 = False
     length_group_batches: int = 0
+    given_levels: tuple[tuple[str, ...], ...] = ()
+    given_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise PipelineError(f"params.yaml `train`: steps={self.steps}, batch_size={self.batch_size}, lr={self.lr} "
                                 "(all must be positive)")
+        bad = sorted({s for levels in self.given_levels for s in levels} - set(SIGNALS))
+        object.__setattr__(self, "given_levels", tuple(tuple(s for s in SIGNALS if s in set(levels))
+                                                       for levels in self.given_levels))  # coarse to fine
+        object.__setattr__(self, "given_weights", tuple(self.given_weights))
+        if (bad or len(self.given_levels) != len(self.given_weights) or any(w < 0 for w in self.given_weights)
+                or (self.given_weights and sum(self.given_weights) <= 0)):
+            raise PipelineError(f"params.yaml `train`: given_levels {list(map(list, self.given_levels))} with "
+                                f"given_weights {list(self.given_weights)}: one non-negative weight per subset of "
+                                f"{list(SIGNALS)}, not all zero")
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step `step` (0-based)."""
@@ -192,6 +207,9 @@ class SampleConfig:
     (with `rerank` none: draw 0 of the first candidate). batch_size: control rows per forward pass, each with all its
     num_samples draws. bf16: run the denoiser under bfloat16 autocast (float32 probabilities): true, false or auto
     (where the device computes bfloat16 natively).
+    guidance: (masked) classifier-free guidance weight w on the given control levels: logits = l_free + w (l_given -
+    l_free), where l_free reads the same row with every level freed (inputs.free_levels); 1 = no guidance (one pass).
+    guidance_start: the share of the unmasking steps run without guidance before it starts (0 = from the first).
     """
 
     split: Literal["train", "valid", "test"]
@@ -207,8 +225,13 @@ class SampleConfig:
     edit_candidates: int | None
     batch_size: int
     bf16: Bf16
+    guidance: float = 1.0
+    guidance_start: float = 0.0
 
     def __post_init__(self):
+        if self.guidance < 0 or not 0 <= self.guidance_start < 1:
+            raise PipelineError(f"sample settings: guidance={self.guidance}, guidance_start={self.guidance_start} "
+                                "(guidance >= 0, 1 = none; guidance_start in [0, 1))")
         if ((self.steps is not None and self.steps < 1) or self.batch_size < 1 or self.temperature < 0
                 or not 0 < self.edit_strength <= 1 or self.num_samples < 1 or self.rerank not in RERANKS
                 or any(c is not None and c < 1 for c in (self.candidates, self.edit_candidates))):

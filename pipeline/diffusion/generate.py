@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.diffusion.config import SampleConfig
-from pipeline.diffusion.inputs import Example, Role, collate
+from pipeline.diffusion.inputs import Example, Role, collate, free_levels
 from pipeline.diffusion.sampler import decode, sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.precision import use_bf16
@@ -32,7 +32,8 @@ def draw(model: nn.Module, examples: Sequence[Example], cfg: SampleConfig, seed:
     """cfg.num_samples generated responses per encoded control row (encode_rows with gold = strength < 1) -> texts
     [num_samples][rows], in the order of `examples`.
 
-    cfg: the sampler's settings: steps, clamp, temperature, solver, bf16, batch_size. strength < 1 starts from each
+    cfg: the sampler's settings: steps, clamp, temperature, solver, bf16, batch_size, guidance (with guidance != 1
+    each row is also read with every level freed, sampler.py). strength < 1 starts from each
     row's own response (the candidate's, which the examples hold). Rows are batched by encoded length (less padding),
     and every batch holds all the draws of its rows, draw-major. Draw j takes its noise from its own generator seeded
     with seed + j (sampler.sample): a rerun gives the same texts, and draw j is the same whatever num_samples is
@@ -43,12 +44,14 @@ def draw(model: nn.Module, examples: Sequence[Example], cfg: SampleConfig, seed:
     schedule = Schedule.from_config(model.cfg)
     generators = [torch.Generator(device).manual_seed(seed + j) for j in range(cfg.num_samples)]
     bf16 = use_bf16(cfg.bf16, device)
+    free = [free_levels(e, model.cfg.signals) for e in examples] if cfg.guidance != 1 else None
     draws = [[""] * len(examples) for _ in range(cfg.num_samples)]
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for chunk in progress(chunks, desc="sample", every_s=30.0):
         batch = collate([examples[i] for i in chunk] * cfg.num_samples).to(device)  # [num_samples x rows, L]
+        freed = collate([free[i] for i in chunk] * cfg.num_samples).to(device) if free else None
         ids = sample(model, batch, schedule, cfg.steps, cfg.clamp, generators, cfg.temperature, strength, bf16,
-                     cfg.solver)
+                     cfg.solver, cfg.guidance, cfg.guidance_start, freed)
         for j, texts in enumerate(draws):
             for i, gen in zip(chunk, ids[j * len(chunk):(j + 1) * len(chunk)]):
                 texts[i] = decode(gen)

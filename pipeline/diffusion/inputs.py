@@ -15,12 +15,16 @@ Sequence layout (paper section 3.2, w = w^u + w^c + w^y), for signals = (cm, it,
   subwords (the END token may come earlier; decoding stops there).
 - A response too long for max_len loses whole words from its end (with their SF tokens, and IT tokens of sentences
   left without words).
+- Given levels (`free_levels`): a row may give only some of the model's levels (training's condition dropout, a user's
+  hand-set control). A level that is not given has no tokens, and the structure it carried is freed with it: without
+  IT no position belongs to a sentence (sent -1), without SF no response position belongs to a word (word -1). The
+  response keeps its number of positions (its length comes from the control source).
 
 Per position: `sent` is the response sentence an IT token / SF token / response subword belongs to, `word` the word an
 SF token / response subword belongs to; -1 elsewhere (END included). control_range_mask reads only role, sent, word.
 """
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum
 
@@ -42,6 +46,9 @@ class Role(IntEnum):
     SF = 4
     RESPONSE = 5  # response subwords and END: the noised positions
     PAD = 6
+
+
+SIGNAL_ROLE = {"cm": Role.CM, "it": Role.IT, "sf": Role.SF}  # the role of each control level's tokens
 
 
 @dataclass
@@ -99,7 +106,7 @@ def context_ids(context: Sequence[str]) -> list[int]:
 
 
 def encode_example(context: Sequence[str], controls: Mapping, vocab: Vocab, cfg: ModelConfig,
-                   response_ids: Sequence[int] | None = None) -> Example:
+                   response_ids: Sequence[int] | None = None, given: Collection[str] | None = None) -> Example:
     """Encode one example (layout in the module docstring).
 
     context: the utterances before the response, oldest first.
@@ -107,14 +114,16 @@ def encode_example(context: Sequence[str], controls: Mapping, vocab: Vocab, cfg:
       candidates.parquet row at inference); word_sent, sf, intents, cm_*, subword_word are read.
     response_ids: the gold response's WordPiece ids (training: controls["subword_ids"] of the same row), aligned to
       controls["subword_word"]; None at inference, where the response positions are placeholders.
+    given: the levels the row gives (None = all of cfg.signals); the others are freed (`free_levels`).
     """
     word_sent = [int(s) for s in controls["word_sent"]]
     subword_word = [int(w) for w in controls["subword_word"]]
     sf, intents = list(controls["sf"]), list(controls["intents"])
     _check_structure(word_sent, subword_word, sf, intents, response_ids)
 
-    # Keep the longest word prefix whose controls + response fit in max_len (context takes what is left).
-    use = set(cfg.signals)
+    # Keep the longest word prefix whose controls + response fit in max_len (context takes what is left); the
+    # tokens of a level the row does not give take no room.
+    use = set(cfg.signals) if given is None else set(cfg.signals) & set(given)
     n_words = len(word_sent)
     while True:
         n_sub = bisect_left(subword_word, n_words)  # subwords of the kept words (subword_word is non-decreasing)
@@ -156,16 +165,30 @@ def encode_example(context: Sequence[str], controls: Mapping, vocab: Vocab, cfg:
     target = [-1] * len(ids)
     if response_ids is not None:
         target[start:] = vocab.out_index[ids[start:]].tolist()
-    return Example(ids, [int(r) for r in role], sent, word, target)
+    example = Example(ids, [int(r) for r in role], sent, word, target)
+    return example if given is None else free_levels(example, set(cfg.signals) - set(given))
+
+
+def free_levels(example: Example, free: Collection[str]) -> Example:
+    """The example without the control tokens of the levels in `free` (a subset of SIGNALS) and without the structure
+    they carried: with "it" free no position belongs to a sentence, with "sf" free no response position to a word.
+    The response positions (their count, ids and targets) are unchanged."""
+    drop = {SIGNAL_ROLE[level] for level in free}
+    keep = [i for i, r in enumerate(example.role) if r not in drop]
+    role = [example.role[i] for i in keep]
+    sent = [-1 if "it" in free else example.sent[i] for i in keep]
+    word = [-1 if "sf" in free and r == Role.RESPONSE else example.word[i] for i, r in zip(keep, role)]
+    return Example([example.ids[i] for i in keep], role, sent, word, [example.target[i] for i in keep])
 
 
 def encode_rows(rows: Sequence[Mapping], vocab: Vocab, cfg: ModelConfig, gold: bool = True) -> list[Example]:
     """Encode controls-like rows (mappings with `context` and the CONTROL_FIELDS keys) as model inputs.
 
     gold: the row's own response (`subword_ids`) fills the response positions (training, held-out figures); otherwise
-    they are placeholders to generate (sampling from a control source).
+    they are placeholders to generate (sampling from a control source). A row's optional `given` key lists the levels
+    it gives (absent: all of the model's; encode_example).
     """
-    return [encode_example(r["context"], r, vocab, cfg, r["subword_ids"] if gold else None)
+    return [encode_example(r["context"], r, vocab, cfg, r["subword_ids"] if gold else None, r.get("given"))
             for r in progress(rows, desc="encode", every_s=30.0)]
 
 
@@ -194,3 +217,14 @@ def collate(examples: Sequence[Example]) -> Batch:
         for k, t in out.items():
             t[b, :len(ex)] = torch.tensor(getattr(ex, k))
     return Batch(**out)
+
+
+def stack(first: Batch, second: Batch) -> Batch:
+    """Two batches as one, the rows of `first` then those of `second`, padded to the longer L as `collate` pads."""
+    L = max(first.ids.shape[1], second.ids.shape[1])
+    fill = {"ids": PAD_ID, "role": int(Role.PAD), "sent": -1, "word": -1, "target": -1}
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, L - t.shape[1]), value=value)
+
+    return Batch(**{k: torch.cat([pad(getattr(first, k), v), pad(getattr(second, k), v)]) for k, v in fill.items()})

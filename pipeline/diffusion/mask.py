@@ -10,6 +10,8 @@ controls, as in the authors' code, so a control token is contextualised by its r
 - an SF token controls exactly the subwords of its word;
 - tokens of the same level see each other: IT-IT, SF-SF, response-response (END included);
 - every position sees itself; nothing else (no CM-CM across slots, no CM-IT, CM-SF, IT-SF).
+A level that a row does not give (inputs.free_levels) has no tokens, and its response positions belong to no sentence
+(IT free) or no word (SF free): the same rules then leave them the context, CM and the levels that are given.
 Padding: no position attends to a pad key; a pad query attends only to itself, so its softmax has one finite entry
 (no NaN) and its output is never read.
 mode "full" (the "w/o Mask" ablation): every non-pad position sees every non-pad position.
@@ -19,10 +21,8 @@ from collections.abc import Sequence
 import torch
 
 from pipeline.diffusion.config import MASKS, SIGNALS
-from pipeline.diffusion.inputs import Batch, Role
+from pipeline.diffusion.inputs import SIGNAL_ROLE, Batch, Role
 from pipeline.errors import PipelineError
-
-_SIGNAL_ROLE = {"cm": Role.CM, "it": Role.IT, "sf": Role.SF}
 
 
 def control_range_mask(batch: Batch, mode: str = "control_range", signals: Sequence[str] = SIGNALS) -> torch.Tensor:
@@ -34,7 +34,7 @@ def control_range_mask(batch: Batch, mode: str = "control_range", signals: Seque
     if mode not in MASKS:
         raise PipelineError(f"mask mode {mode!r} is not one of {MASKS}")
     role, sent, word = batch.role, batch.sent, batch.word
-    stray = [s for s, r in _SIGNAL_ROLE.items() if s not in signals and bool((role == r).any())]
+    stray = [s for s, r in SIGNAL_ROLE.items() if s not in signals and bool((role == r).any())]
     if stray:
         raise PipelineError(f"batch holds {stray} tokens but the model's signals are {list(signals)}: encode the "
                             "inputs with the model's config")

@@ -12,6 +12,11 @@ steps the model predicts a token for every hidden position and the most confiden
 after step k a share cos(pi/2 * k / K) of the positions is still hidden (none after step K). Revealed tokens are
 kept. temperature 0 takes each position's most probable token; > 0 draws it with Gumbel noise at that temperature.
 
+Classifier-free guidance (masked; `guidance` w != 1): every forward pass also reads `free`, the same rows with every
+control level freed (inputs.free_levels), stacked under the batch into one forward, their response positions holding
+the same tokens; the hidden positions are scored by log p_free + w (log p_given - log p_free), renormalised (w = 1:
+the conditional model alone, no second pass). `guidance_start` runs the first share of the steps unguided.
+
 Candidate initialisation (retrieve-and-edit, SDEdit-style; `strength` < 1): the response positions of the batch hold
 a retrieved candidate's own WordPieces, and the chain starts from them part-way instead of from pure noise: the
 continuous sampler from x_i = q(x_i | EMB(candidate)) at step i = ceil(strength x K), the masked one with each
@@ -25,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from pipeline.diffusion.inputs import Batch
+from pipeline.diffusion.inputs import Batch, stack
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.schedule import Generators, Schedule, hide, noise, randn_like
 from pipeline.errors import PipelineError
@@ -37,7 +42,8 @@ SOLVERS = ("ancestral", "dpm++2m")  # the continuous family's reverse process (`
 @torch.no_grad()
 def sample(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int | None = None, clamp: bool = False,
            generator: Generators = None, temperature: float = 0.0, strength: float = 1.0,
-           bf16: bool = False, solver: str = "ancestral") -> list[list[int]]:
+           bf16: bool = False, solver: str = "ancestral", guidance: float = 1.0, guidance_start: float = 0.0,
+           free: Batch | None = None) -> list[list[int]]:
     """Generate the response positions of `batch` (already on the model's device) with the model's family sampler.
 
     schedule: the training schedule (T steps); steps: reverse steps (None = all T for the continuous family, one
@@ -45,14 +51,17 @@ def sample(model: torch.nn.Module, batch: Batch, schedule: Schedule, steps: int 
     strength < 1: start from the candidate tokens that the batch holds at its response positions (module docstring).
     generator: the noise's source; a list of n generators when the batch stacks n draws of the same rows, draw-major
     (schedule.noise: draw j is then what a batch of draw j alone would give). bf16: run the model under bfloat16
-    autocast (probabilities and the chain's state stay float32).
+    autocast (probabilities and the chain's state stay float32). guidance, guidance_start, free: classifier-free
+    guidance (masked only; module docstring): `free` is `batch` with every level freed, row for row.
     -> per example, the generated WordPiece ids in order, up to (not including) the first END.
     """
     was_training = model.training
     model.eval()
     with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
         if model.cfg.family == "masked":
-            ids = unmask(model, batch, steps, temperature, generator, strength)
+            ids = unmask(model, batch, steps, temperature, generator, strength, guidance, guidance_start, free)
+        elif guidance != 1:
+            raise PipelineError("guidance is an option of the masked family's sampler: set sample.guidance to 1")
         else:
             ids = continuous(model, batch, schedule, steps, clamp, generator, strength, solver)
     model.train(was_training)
@@ -136,23 +145,38 @@ def still_hidden(n: torch.Tensor, k: int, steps: int) -> torch.Tensor:
     return torch.floor(n * math.cos(math.pi / 2 * k / steps)).long() if k < steps else torch.zeros_like(n)
 
 
+def guide(logp_given: torch.Tensor, logp_free: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance of log-probabilities [N, V]: log_softmax(lp_free + w (lp_given - lp_free))."""
+    return torch.log_softmax(logp_free + w * (logp_given - logp_free), -1)
+
+
 def unmask(model: torch.nn.Module, batch: Batch, steps: int | None, temperature: float, generators: Generators,
-           strength: float = 1.0) -> torch.Tensor:
+           strength: float = 1.0, guidance: float = 1.0, guidance_start: float = 0.0,
+           free: Batch | None = None) -> torch.Tensor:
     """Masked family -> model ids [N] of all response positions, row-major.
 
     A row runs the model only at the steps where it reveals something (a row with fewer hidden positions than steps
     has steps that reveal nothing), and only its hidden positions are scored: what a row reveals depends on its own
-    sequence alone, so skipping the rest changes no output.
+    sequence alone, so skipping the rest changes no output. With guidance != 1 the rows of `free` (the same rows with
+    every level freed) run in the same forward pass, below the batch's (module docstring).
     """
     cfg = model.cfg
-    attn = control_range_mask(batch, cfg.mask, cfg.signals)  # [B, 1, L, L]
-    is_resp = batch.is_response  # [B, L]
+    guided = guidance != 1
+    if guided and (free is None or len(free) != len(batch)):
+        raise PipelineError("guidance needs the batch's rows with every level freed (inputs.free_levels), row for row")
+    B = len(batch)
+    both = stack(batch, free) if guided else batch  # [2B or B, L]
+    attn = control_range_mask(both, cfg.mask, cfg.signals)  # [2B or B, 1, L, L]
+    is_resp = both.is_response[:B]  # [B, L]
+    free_resp = both.is_response[B:]  # [B, L] (empty without guidance)
     if strength < 1:  # keep part of the candidate the batch holds
-        ids, hidden = hide(batch, torch.full((len(batch),), strength, device=batch.ids.device), model.mask_id,
-                           generators)
+        ids, hidden = hide(batch, torch.full((B,), strength, device=batch.ids.device), model.mask_id, generators)
+        ids = torch.nn.functional.pad(ids, (0, both.ids.shape[1] - ids.shape[1]))
+        hidden = torch.nn.functional.pad(hidden, (0, both.ids.shape[1] - hidden.shape[1]))
     else:
-        ids = torch.where(is_resp, torch.full_like(batch.ids, model.mask_id), batch.ids)  # [B, L]
+        ids = torch.where(is_resp, torch.full_like(is_resp, model.mask_id, dtype=torch.long), both.ids[:B])  # [B, L]
         hidden = is_resp.clone()
+    all_ids = both.ids.clone()  # [2B or B, L]: the guided rows' response positions follow the batch's
     n_resp = hidden.sum(1)  # [B]: the positions to generate
     steps = max(int(n_resp.max()), 1) if steps is None else steps
     draws = len(generators) if isinstance(generators, Sequence) else 1
@@ -162,8 +186,21 @@ def unmask(model: torch.nn.Module, batch: Batch, steps: int | None, temperature:
         if not active.any():
             continue
         scored = hidden & active[:, None]  # [B, L]: the hidden positions of the active rows
-        h = model(ids[active], attn[active])  # [A, L, W]
-        logp = torch.log_softmax(model.logits(h[scored[active]]).float(), -1)  # [N, V_out], row-major over [B, L]
+        guide_now = guided and k > guidance_start * steps
+        all_ids[:B] = ids
+        if guide_now:
+            all_ids[B:][free_resp] = ids[is_resp]
+            rows = torch.cat([active, active])  # [2B]
+        else:
+            rows = torch.cat([active, torch.zeros_like(active)]) if guided else active
+        h = model(all_ids[rows], attn[rows])  # [A (x2), L, W]
+        n_active = int(active.sum())
+        logp = torch.log_softmax(model.logits(h[:n_active][scored[active]]).float(), -1)  # [N, V_out], row-major
+        if guide_now:  # the same positions of the freed rows, in the same order
+            free_scored = torch.zeros_like(free_resp)
+            free_scored[free_resp] = scored[is_resp]
+            logp_free = torch.log_softmax(model.logits(h[n_active:][free_scored[active]]).float(), -1)
+            logp = guide(logp, logp_free, guidance)
         if temperature > 0:  # a Gumbel-max draw; each stacked draw's positions from its own generator
             parts = scored.view(draws, -1).sum(1).tolist()
             u = noise(logp.shape, generators, logp.device, normal=False, parts=parts).clamp(1e-20, 1.0)

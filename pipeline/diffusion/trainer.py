@@ -4,6 +4,7 @@ optional DDP.
 Read top to bottom:
 - DataOrder        which examples rank r trains on at step s: a pure function of (seed, step), so a resumed run needs
                    only the step count to continue the exact data order.
+- LevelDropout     which control levels each of those examples gives (condition dropout), the same kind of function.
 - Objective        the model + schedule as one nn.Module whose forward is the loss, the unit DDP wraps.
 - train            the loop; the training state (checkpoint.py) is written atomically every few minutes / steps and at
                    the end, and picked up on the next call; then the held-out figures of the EMA weights (evaluate.py).
@@ -27,7 +28,7 @@ from pipeline.diffusion.checkpoint import examples_digest, load_state, rng_state
 from pipeline.diffusion.config import TrainConfig
 from pipeline.diffusion.ema import ema_model, ema_weights
 from pipeline.diffusion.evaluate import accuracy_by_noise, held_out_loss, held_out_sampling
-from pipeline.diffusion.inputs import Batch, Example, collate
+from pipeline.diffusion.inputs import Batch, Example, collate, free_levels
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.schedule import Schedule
 from pipeline.errors import PipelineError
@@ -122,6 +123,25 @@ class DataOrder:
         return self._batches[k][self.rank::self.world].tolist()
 
 
+class LevelDropout:
+    """Condition dropout over the control levels: each training example gives one subset of the model's levels,
+    drawn from `levels` (subsets of SIGNALS) with `weights`; the others are freed (inputs.free_levels). The draws of a
+    step come from a generator seeded with (seed, step), so a resumed run draws the same. No subsets: every example
+    gives every level."""
+
+    def __init__(self, levels: Sequence[Sequence[str]], weights: Sequence[float], signals: Sequence[str], seed: int):
+        self.free = [tuple(s for s in signals if s not in set(given)) for given in levels]  # per subset: freed levels
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.seed = seed
+
+    def __call__(self, examples: Sequence[Example], step: int) -> list[Example]:
+        if not self.free:
+            return list(examples)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step + 7)
+        pick = torch.multinomial(self.weights, len(examples), replacement=True, generator=g).tolist()
+        return [free_levels(e, self.free[k]) if self.free[k] else e for e, k in zip(examples, pick)]
+
+
 # --- the loss module -----------------------------------------------------------------------------------------------
 
 class Objective(nn.Module):
@@ -175,6 +195,7 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     device = next(model.parameters()).device
     order = DataOrder(len(examples), cfg.batch_size, seed, rank, world, [len(e) for e in examples],
                       cfg.length_group_batches)
+    dropout = LevelDropout(cfg.given_levels, cfg.given_weights, model.cfg.signals, seed * 1000 + rank)
     objective = Objective(model, schedule)
     net = DistributedDataParallel(objective) if world > 1 else objective
     opt = adamw(model, cfg.lr, cfg.weight_decay)
@@ -223,7 +244,7 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     done = start
     steps = range(start, cfg.steps)
     for step in progress(steps, desc="train", every_s=60.0) if rank == 0 else steps:
-        batch = collate([examples[i] for i in order.indices(step)]).to(device)
+        batch = collate(dropout([examples[i] for i in order.indices(step)], step)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, terms = net(batch, generator)
         for group in opt.param_groups:
