@@ -163,39 +163,49 @@ STATISTICS: dict[str, Callable[[Mapping[str, np.ndarray]], float]] = {
 }
 
 
-def resampled(arrays: Mapping[str, np.ndarray], draws: np.ndarray) -> np.ndarray:
-    """draws: int [B, N] example indices -> float [B, len(STATISTICS)]: every statistic on every resample."""
-    out = np.empty((len(draws), len(STATISTICS)))
+def resampled(arrays: Mapping[str, np.ndarray], draws: np.ndarray,
+              statistics: Mapping[str, Callable[[Mapping[str, np.ndarray]], float]] = STATISTICS) -> np.ndarray:
+    """draws: int [B, N] example indices -> float [B, len(statistics)]: every statistic on every resample."""
+    out = np.empty((len(draws), len(statistics)))
     for b, idx in enumerate(draws):
         picked = {k: v[idx] for k, v in arrays.items()}
-        out[b] = [stat(picked) for stat in STATISTICS.values()]
+        out[b] = [stat(picked) for stat in statistics.values()]
+    return out
+
+
+def paired_differences(arrays: Mapping[str, Mapping[str, np.ndarray]], base: str, resamples: int,
+                       statistics: Mapping[str, Callable[[Mapping[str, np.ndarray]], float]] = STATISTICS,
+                       seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, dict[str, float]]]:
+    """arrays: system -> its `example_arrays` (and any extra arrays `statistics` read), every system on the same
+    examples in the same order -> {system but base: {metric: {"delta": its value - base's on all examples, "low",
+    "high": the 2.5th and 97.5th percentiles of that difference over `resamples` draws of the examples with
+    replacement, the same draws for every system}}}."""
+    n = len(next(iter(arrays[base].values())))
+    draws, everything = bootstrap_draws(n, resamples, seed), np.arange(n)[None]
+    base_draws, base_point = resampled(arrays[base], draws, statistics), resampled(arrays[base], everything, statistics)
+    out = {}
+    for name, a in arrays.items():
+        if name == base:
+            continue
+        diff = resampled(a, draws, statistics) - base_draws
+        point = resampled(a, everything, statistics) - base_point
+        low, high = np.percentile(diff, [2.5, 97.5], axis=0)
+        out[name] = {k: {"delta": float(point[0, j]), "low": float(low[j]), "high": float(high[j])}
+                     for j, k in enumerate(statistics)}
     return out
 
 
 def paired_bootstrap(frames: Mapping[str, pd.DataFrame], resamples: int,
                      seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, dict[str, float]]]:
     """frames: variant -> rows of its SYSTEM (`check_scores`), `full` among them, all on the same examples ->
-    {variant but full: {metric: {"delta": its value - full's on all examples, "low", "high": the 2.5th and 97.5th
-    percentiles of that difference over `resamples` draws of the examples with replacement, the same draws for every
-    variant}}}."""
+    `paired_differences` of every variant from `full` on STATISTICS."""
     ids = {name: sorted(f["example_id"]) for name, f in frames.items()}
     other = [n for n in frames if ids[n] != ids["full"]]
     if other:
         raise PipelineError(f"experiment {other[0]} scored other examples than full: a paired comparison needs the "
                             "same `sample.subset` in every variant")
     arrays = {n: example_arrays(f.sort_values("example_id")) for n, f in frames.items()}
-    draws = bootstrap_draws(len(ids["full"]), resamples, seed)
-    base, base_point = resampled(arrays["full"], draws), resampled(arrays["full"], np.arange(len(ids["full"]))[None])
-    out = {}
-    for name in frames:
-        if name == "full":
-            continue
-        diff = resampled(arrays[name], draws) - base
-        point = resampled(arrays[name], np.arange(len(ids["full"]))[None]) - base_point
-        low, high = np.percentile(diff, [2.5, 97.5], axis=0)
-        out[name] = {k: {"delta": float(point[0, j]), "low": float(low[j]), "high": float(high[j])}
-                     for j, k in enumerate(STATISTICS)}
-    return out
+    return paired_differences(arrays, "full", resamples, seed=seed)
 
 
 def missing_columns(frame: pd.DataFrame, names: Iterable[str]) -> list[str]:

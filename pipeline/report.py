@@ -170,19 +170,21 @@ def steering_section(report: dict) -> str:
     return "\n".join(lines)
 
 
-def examples_section(outputs: pd.DataFrame, contexts: dict[str, list[str]], seed: int, n: int = 5) -> str:
+def examples_section(outputs: pd.DataFrame, contexts: dict[str, list[str]], seed: int, n: int = 5,
+                     systems: dict[str, str] = EXAMPLE_ROWS, command: str = "dvc repro report") -> str:
     """n scored examples picked by `seed` (not by hand): the context's last turns, then each system's output.
 
-    outputs: data/scores/per_example.parquet rows (system, example_id, text); contexts: example_id -> utterances."""
+    outputs: data/scores/per_example.parquet rows (system, example_id, text); contexts: example_id -> utterances;
+    systems: system -> its label, in the order shown; command: the one that regenerates them."""
     ids = sorted(set(outputs["example_id"]))
     picked = sorted(np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False))
     text = outputs.set_index(["system", "example_id"])["text"]
-    blocks = [f"Picked by `seed` among the {len(ids)} scored test examples (`dvc repro report` regenerates them)."]
+    blocks = [f"Picked by `seed` among the {len(ids)} scored test examples (`{command}` regenerates them)."]
     for i in picked:
         eid = ids[i]
         turns = " / ".join(contexts[eid][-2:])
         lines = [f"**{eid}**, context (last turns): {turns}"]
-        lines += [f"- {label}: {text.get((system, eid), 'n/a') or '(empty)'}" for system, label in EXAMPLE_ROWS.items()]
+        lines += [f"- {label}: {text.get((system, eid), 'n/a') or '(empty)'}" for system, label in systems.items()]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

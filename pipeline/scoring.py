@@ -79,6 +79,24 @@ class Scorers:
     mi_nll: Callable[[list[list[str]], list[str]], np.ndarray]
     fluency_nll: Callable[[list[str]], np.ndarray]
 
+    @classmethod
+    def load(cls, cfg: ScoreParams, taggers_dir, cm_threshold: float, framenet_dir, frames_model) -> "Scorers":
+        """The real scorers: spaCy, the taggers of taggers_dir at cm_threshold (params.yaml `tag.cm_threshold`, so that
+        re-tagging the human responses reproduces their stored controls), the frame tagger, BERTScore on MiniLM and
+        one SmolLM2 for MIScore and fluency."""
+        import functools
+
+        from pipeline.frames import FrameTagger
+        from pipeline.metrics.relevance import BertScore, FluencyScorer, MIScorer
+        from pipeline.segment import segment_texts
+        from pipeline.tagging import Taggers
+
+        mi = MIScorer.load(max_tokens=cfg.miscore_max_tokens, batch_size=cfg.miscore_batch_size)
+        fluency = FluencyScorer(mi.model, mi.tokenizer, batch_size=cfg.miscore_batch_size)  # the same SmolLM2
+        return cls(segment=segment_texts, tag=functools.partial(Taggers.load(taggers_dir).tag, cm_threshold=cm_threshold),
+                   frames=FrameTagger.load(framenet_dir, frames_model).tag,
+                   bertscore=BertScore(batch_size=cfg.bertscore_batch_size), mi_nll=mi.nll, fluency_nll=fluency.nll)
+
 
 def top1(table: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
     """The rank-0 rows of `table` for `ids`, in that order; every id must have one."""
@@ -129,11 +147,7 @@ def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates
     ids = sorted(retrieved_samples["example_id"].unique())
     if not ids:
         raise PipelineError("samples/retrieved.parquet is empty: rebuild it with `dvc repro sample`")
-    gold = top1(dialogues.merge(controls[["example_id", *CONTROL_NAMES]], on="example_id").assign(rank=0), ids,
-                "dialogues.parquet joined with controls.parquet")
-    empty = gold.loc[gold["context"].map(len) == 0, "example_id"]
-    if len(empty):
-        raise PipelineError(f"example {empty.iloc[0]} has an empty context: MIScore needs one; check stage prepare")
+    gold = gold_rows(dialogues, controls, ids)
     cand = top1(candidates, ids, "candidates.parquet")
     sources = {  # system -> (output texts, controls table)
         "human": (gold["response"], gold),
@@ -143,14 +157,31 @@ def assemble_systems(dialogues: pd.DataFrame, controls: pd.DataFrame, candidates
         "diffusemp_oracle": kept(oracle_samples, oracle, ids, "samples/oracle.parquet"),
         "diffusemp_edit": kept(edit_samples, candidates, ids, "samples/edit.parquet"),
     }
-    base = pd.DataFrame({"example_id": ids, "context": gold["context"], "reference": gold["response"]})
-    return {name: base.assign(text=list(texts), **{c: list(ctrl[c]) for c in CONTROL_NAMES})
-            for name, (texts, ctrl) in sources.items()}
+    return {name: system_frame(gold, texts, ctrl) for name, (texts, ctrl) in sources.items()}
+
+
+def gold_rows(dialogues: pd.DataFrame, controls: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """The dialogues rows of `ids` (in that order) joined with their gold controls (CONTROL_NAMES); each must have a
+    context."""
+    gold = top1(dialogues.merge(controls[["example_id", *CONTROL_NAMES]], on="example_id").assign(rank=0), ids,
+                "dialogues.parquet joined with controls.parquet")
+    empty = gold.loc[gold["context"].map(len) == 0, "example_id"]
+    if len(empty):
+        raise PipelineError(f"example {empty.iloc[0]} has an empty context: MIScore needs one; check stage prepare")
+    return gold
+
+
+def system_frame(gold: pd.DataFrame, texts, controls: pd.DataFrame) -> pd.DataFrame:
+    """gold: `gold_rows`; texts: one output per row; controls: the rows (CONTROL_NAMES) each output is checked against
+    -> the frame `score_system` reads (example_id, context, reference, text, CONTROL_NAMES)."""
+    base = pd.DataFrame({"example_id": list(gold["example_id"]), "context": list(gold["context"]),
+                         "reference": list(gold["response"])})
+    return base.assign(text=list(texts), **{c: list(controls[c]) for c in CONTROL_NAMES})
 
 
 def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame, dict]:
     """Score one system's outputs (an `assemble_systems` frame) -> (rows with the SCORES and SCORE_LABELS columns but
-    `system`, summary metrics).
+    `system`, and `fluency_nll`; summary metrics).
 
     Summary keys: bertscore_f1_minilm (0-1), miscore_smollm2, fluency_ppl_smollm2, empty_outputs, bleu4_to_source
     (x 100: against the response the controls came from; the candidate for retrieval-controlled systems), acc_cm and
@@ -172,7 +203,7 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
     per = pd.DataFrame({
         "example_id": outputs["example_id"], "text": texts, "n_tokens": [len(t) for t in tokens],
         "bertscore_f1": scorers.bertscore(texts, list(outputs["reference"])), "mi_nll": nll,
-        "self_bleu": self_bleu(tokens),
+        "self_bleu": self_bleu(tokens), "fluency_nll": scorers.fluency_nll(list(texts)),
         **{f"{c}_ok": cm_ok[:, j] for j, c in enumerate(CM_COLUMNS)},
         **{f"{c}_tagged": cm_tagged[:, j] for j, c in enumerate(CM_COLUMNS)},
         **{f"{c}_control": cm_control[:, j] for j, c in enumerate(CM_COLUMNS)},
@@ -185,7 +216,7 @@ def score_system(outputs: pd.DataFrame, scorers: Scorers) -> tuple[pd.DataFrame,
     summary = {
         "bertscore_f1_minilm": mean(per["bertscore_f1"]),
         "miscore_smollm2": miscore(nll),
-        "fluency_ppl_smollm2": fluency_ppl(scorers.fluency_nll(list(texts))),
+        "fluency_ppl_smollm2": fluency_ppl(per["fluency_nll"].to_numpy(float)),
         "empty_outputs": sum(not t.strip() for t in texts),
         "bleu4_to_source": 100.0 * mean([pair_bleu(t, [w.lower() for w in src])
                                          for t, src in zip(tokens, outputs["words"])]),

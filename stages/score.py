@@ -3,23 +3,18 @@ diffusemp_edit on the sampled examples -> metrics/scores.json (one entry per sys
 data/scores/labels.parquet (the re-tagged and control CM and intents of the same rows, for the ablation study's
 bootstrap), plots/cm.csv (Figure 4 data). retrieval_reranked reruns `sample.rerank` on the own responses of the
 candidates the edit mode generates from (`sample.edit_candidates`; its judges: pipeline.judges)."""
-import functools
-
 import typer
 
 from pipeline.cli import guard
 from pipeline.diffusion.config import SampleConfig
-from pipeline.frames import FrameTagger
 from pipeline.io import atomic_path, read_frame, write_frame, write_json
 from pipeline.judges import load_judges
-from pipeline.metrics.relevance import BertScore, FluencyScorer, MIScorer
 from pipeline.params import load_params, section, value
 from pipeline.schemas import CANDIDATES, CONTROLS, DIALOGUES, SAMPLES, SCORES
 from pipeline.scoring import (SCORE_LABELS, ScoreParams, Scorers, assemble_systems, cm_points, json_safe,
                              reranked_sources, score_systems)
-from pipeline.segment import segment_texts
 from pipeline.subset import control_rows
-from pipeline.tagging import TagParams, Taggers
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 
@@ -48,13 +43,7 @@ def main(dialogues: str = "data/prepared/dialogues.parquet", controls: str = "da
         read_frame(oracle, CANDIDATES, stage="retrieve"), read_frame(retrieved_samples, SAMPLES, stage="sample@retrieved"),
         read_frame(oracle_samples, SAMPLES, stage="sample@oracle"), read_frame(edit_samples, SAMPLES, stage="sample@edit"),
         reranked)
-    mi = MIScorer.load(max_tokens=cfg.miscore_max_tokens, batch_size=cfg.miscore_batch_size)
-    fluency = FluencyScorer(mi.model, mi.tokenizer, batch_size=cfg.miscore_batch_size)  # the same SmolLM2
-    tag = functools.partial(Taggers.load(taggers).tag, cm_threshold=threshold)
-    scorers = Scorers(segment=segment_texts, tag=tag, frames=FrameTagger.load(framenet, frames_model).tag,
-                      bertscore=BertScore(batch_size=cfg.bertscore_batch_size), mi_nll=mi.nll,
-                      fluency_nll=fluency.nll)
-    table, scores = score_systems(systems, scorers)
+    table, scores = score_systems(systems, Scorers.load(cfg, taggers, threshold, framenet, frames_model))
     write_frame(per_example, table, SCORES)
     write_frame(labels, table, SCORE_LABELS)
     write_json(metrics, json_safe(scores))

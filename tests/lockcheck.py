@@ -1,6 +1,8 @@
 """Is dvc.lock up to date with the code and params.yaml? The offline half of `dvc status`, for CI.
 
-`stale_stages(root)` compares, for every stage of root/dvc.yaml, its entry in root/dvc.lock with the working tree:
+`stale_stages(root)` compares, for every stage of the project's pipelines (PIPELINES: root/dvc.yaml, and
+root/baselines/dvc.yaml, whose stages run from the root: wdir ..), its entry in the dvc.lock beside its dvc.yaml with the
+working tree:
 - the recorded md5 of every dependency that is a file known to git (code, committed metrics; DVC 3 records the plain md5
   of the bytes); directories and data outputs (ignored by git, not in a CI checkout) are left to `dvc status`;
 - the recorded params (`params: {params.yaml: {key: value}}`, keys top-level, dotted or whole sections) with the file;
@@ -9,12 +11,27 @@ It returns one line per stale stage naming what changed and the command that fix
 is reported as never run.
 """
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
 MISSING = object()  # a key absent from one side
+
+
+class LockLoader(yaml.SafeLoader):
+    """DVC writes small floats as `5e-05`, which YAML 1.1 (PyYAML) reads as a string: read them as floats."""
+
+
+LockLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+PIPELINES = ("dvc.yaml", "baselines/dvc.yaml")  # every dvc.yaml of the project; each stage's paths are root-relative
+
+
+def address(pipeline: str, name: str) -> str:
+    """A stage's name as `dvc repro` takes it: bare for root/dvc.yaml, `path/dvc.yaml:name` for another pipeline."""
+    return name if pipeline == "dvc.yaml" else f"{pipeline}:{name}"
 
 
 def render(value, subst: dict):
@@ -31,9 +48,17 @@ def render(value, subst: dict):
 
 
 def stage_definitions(root: Path) -> dict[str, dict]:
-    """root/dvc.yaml's stages with every foreach expanded: name or name@key -> definition (cmd, deps, params, ...)."""
+    """Every pipeline's stages with every foreach expanded: address (`address` of name or name@key) -> definition
+    (cmd, deps, params, ...). A pipeline file that is absent has no stages."""
+    return {address(pipeline, name): stage for pipeline in PIPELINES for name, stage in pipeline_stages(root, pipeline).items()}
+
+
+def pipeline_stages(root: Path, pipeline: str) -> dict[str, dict]:
+    """root/pipeline's stages with every foreach expanded: name or name@key -> definition."""
     out = {}
-    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+    if not (root / pipeline).exists():
+        return out
+    for name, stage in yaml.safe_load((root / pipeline).read_text())["stages"].items():
         if "foreach" not in stage:
             out[name] = stage
             continue
@@ -109,17 +134,21 @@ def stage_changes(root: Path, stage: dict, entry: dict, git_files: set[str], par
 
 
 def stale_stages(root: Path) -> list[str]:
-    """One line per stage of root/dvc.yaml whose root/dvc.lock entry is missing or out of date (empty: all fresh)."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
-    entries = lock.get("stages", {})
-    files = {file for e in entries.values() for file in e.get("params", {})} | {"params.yaml"}
-    params = {file: yaml.safe_load((root / file).read_text()) for file in files if (root / file).exists()}
+    """One line per stage of every pipeline whose dvc.lock entry is missing or out of date (empty: all fresh)."""
     git_files = known_to_git(root)
     lines = []
-    for name, stage in stage_definitions(root).items():
-        changes = ["never run (no dvc.lock entry)"] if name not in entries else \
-            stage_changes(root, stage, entries[name], git_files, params)
-        if changes:
-            lines.append(f"{name}: {'; '.join(changes)} -> run `dvc repro {name}`, then commit dvc.lock with metrics/ "
-                         f"and README.md")
+    for pipeline in PIPELINES:
+        stages = pipeline_stages(root, pipeline)
+        lock_path = root / pipeline.replace("dvc.yaml", "dvc.lock")
+        entries = (yaml.load(lock_path.read_text(), Loader=LockLoader) or {}).get("stages", {}) if lock_path.exists() \
+            else {}
+        files = {file for e in entries.values() for file in e.get("params", {})} | {"params.yaml"}
+        params = {file: yaml.safe_load((root / file).read_text()) for file in files if (root / file).exists()}
+        for name, stage in stages.items():
+            changes = ["never run (no dvc.lock entry)"] if name not in entries else \
+                stage_changes(root, stage, entries[name], git_files, params)
+            if changes:
+                where = address(pipeline, name)
+                lines.append(f"{where}: {'; '.join(changes)} -> run `dvc repro {where}`, then commit its dvc.lock "
+                             "with metrics/, README.md and docs/")
     return lines

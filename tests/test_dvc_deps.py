@@ -87,4 +87,5 @@ def test_only_the_figures_a_run_is_judged_by_are_dvc_metrics():
     declared = {str(next(iter(m))) if isinstance(m, dict) else str(m)
                 for stage in stage_definitions(ROOT).values() for m in stage.get("metrics", [])}
     assert declared == {"metrics/retrieval.json", "metrics/train.json", "dvclive/train_diffusion/metrics.json",
-                        "metrics/scores.json", "metrics/steering.json"}
+                        "metrics/scores.json", "metrics/steering.json", "metrics/baselines.json",
+                        "metrics/steering_baselines.json"}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.lockcheck import declared_params, known_to_git, lookup, md5, stage_definitions, stale_stages
+from tests.lockcheck import (PIPELINES, declared_params, known_to_git, lookup, md5, pipeline_stages, stage_definitions,
+                             stale_stages)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,29 +19,31 @@ def test_dvc_lock_matches_the_code_and_params():
 
 @pytest.fixture
 def fresh_copy(tmp_path) -> Path:
-    """dvc.yaml, params.yaml and every dependency git knows of, copied into a git repository with a dvc.lock written
-    to match them: the recorded md5 of each such file, the declared params' values, and a dummy md5 for data deps."""
+    """Every pipeline's dvc.yaml, params.yaml and every dependency git knows of, copied into a git repository with a
+    dvc.lock beside each dvc.yaml written to match them: the recorded md5 of each such file, the declared params'
+    values, and a dummy md5 for data deps."""
     stages, git_files = stage_definitions(ROOT), known_to_git(ROOT)
     code = {d for s in stages.values() for d in map(str, s.get("deps", [])) if d in git_files}
-    for rel in ["dvc.yaml", "params.yaml", *code]:
+    for rel in [*PIPELINES, "params.yaml", *code]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    lock = {"schema": "2.0", "stages": {name: {
-        "cmd": stage["cmd"],
-        "deps": [{"path": d, "hash": "md5", "md5": md5(tmp_path / d) if d in code else "0" * 32 + ".dir"}
-                 for d in map(str, stage.get("deps", []))],
-        "params": {"params.yaml": {key: lookup(params, key) for _, key in sorted(declared_params(stage))}},
-    } for name, stage in stages.items()}}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    for pipeline in PIPELINES:
+        lock = {"schema": "2.0", "stages": {name: {
+            "cmd": stage["cmd"],
+            "deps": [{"path": d, "hash": "md5", "md5": md5(tmp_path / d) if d in code else "0" * 32 + ".dir"}
+                     for d in map(str, stage.get("deps", []))],
+            "params": {"params.yaml": {key: lookup(params, key) for _, key in sorted(declared_params(stage))}},
+        } for name, stage in pipeline_stages(tmp_path, pipeline).items()}}
+        (tmp_path / pipeline.replace("dvc.yaml", "dvc.lock")).write_text(yaml.safe_dump(lock, sort_keys=False))
     return tmp_path
 
 
 def stale_names(root: Path) -> dict[str, str]:
-    return {line.split(":")[0]: line for line in stale_stages(root)}
+    return {line.split(": ", 1)[0]: line for line in stale_stages(root)}
 
 
 def test_a_consistent_lock_passes(fresh_copy):

@@ -1,7 +1,8 @@
 """Two smoke runs of the whole DVC pipeline on a tiny synthetic mirror, in a temporary copy of the repository.
 
 Checks that every stage runs and writes its outputs, that a second `dvc repro` changes nothing, and that running it all
-again from an empty cache reproduces every output bit for bit (the md5s in dvc.lock), timing files aside.
+again from an empty cache reproduces every output bit for bit (the md5s in dvc.lock), timing files aside. The
+baselines' pipeline (baselines/dvc.yaml, `make baselines`) runs once on the first run's outputs, with tiny models.
 """
 import os
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.lockcheck import stage_definitions
+from tests.lockcheck import pipeline_stages
 from tests.synthetic import write_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,11 @@ SMOKE_PARAMS = {
     "sample": {"subset": 2, "steps": 2},
     # Where bf16 is emulated (AVX2) a 2048 bfloat16 matmul takes some 20 s: the peaks are timed on 256.
     "bench": {"train_steps": 1, "sample_batch": 1, "sample_steps": [2], "matmul_size": 256},
+    "baselines": {"resamples": 20, "bench_responses": 2,
+                  "trs": {"width": 16, "heads": 2, "layers": 1, "ffn": 32, "max_source": 16, "max_response": 6},
+                  "trs_train": {"steps": 2, "batch_size": 2, "warmup_steps": 1},
+                  "lm": {"max_prompt": 16, "max_response": 4},  # SmolLM2 itself: one step of two short pairs
+                  "lm_train": {"steps": 1, "batch_size": 2, "warmup_steps": 1}},
 }
 
 
@@ -62,6 +68,19 @@ def output_md5s(repo: Path) -> dict[str, str]:
     return {out["path"]: out.get("md5") for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
+def ran_and_wrote(output: str, repo: Path, pipeline: str) -> list[str]:
+    """Assert that every stage of `pipeline` ran (named in `output`) and wrote its outputs -> those outputs."""
+    outputs = []
+    for name, stage in pipeline_stages(ROOT, pipeline).items():
+        shown = name if pipeline == "dvc.yaml" else f"{pipeline}:{name}"
+        assert f"'{shown}'" in output, f"stage {shown} did not run:\n{output[-3000:]}"
+        for out in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+            path = out if isinstance(out, str) else next(iter(out))
+            assert (repo / path).exists(), f"stage {shown} did not write {path}"
+            outputs.append(path)
+    return outputs
+
+
 def run(cmd: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -82,17 +101,12 @@ def test_dvc_repro_runs_every_stage_is_idempotent_and_deterministic(tmp_path):
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "smoke"], repo, env)
 
-    first = run(["dvc", "repro"], repo, env)
-    outputs = []
-    for name, stage in stage_definitions(ROOT).items():
-        assert f"'{name}'" in first, f"stage {name} did not run:\n{first[-3000:]}"
-        for out in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
-            path = out if isinstance(out, str) else next(iter(out))
-            assert (repo / path).exists(), f"stage {name} did not write {path}"
-            outputs.append(path)
+    outputs = ran_and_wrote(run(["dvc", "repro"], repo, env), repo, "dvc.yaml")
+    ran_and_wrote(run(["dvc", "repro", "baselines/dvc.yaml"], repo, env), repo, "baselines/dvc.yaml")
 
-    second = run(["dvc", "repro"], repo, env)
-    assert "Running stage" not in second, f"second dvc repro reran stages:\n{second[-3000:]}"
+    for pipeline in ("dvc.yaml", "baselines/dvc.yaml"):
+        second = run(["dvc", "repro", pipeline], repo, env)
+        assert "Running stage" not in second, f"second dvc repro {pipeline} reran stages:\n{second[-3000:]}"
     assert subprocess.run(["dvc", "status", "-q"], cwd=repo, env=env).returncode == 0
 
     # Everything again from nothing: no cache, no run cache, no outputs (the persisted checkpoint included). The first

@@ -1,0 +1,80 @@
+"""docs/baselines.md's generated block: Table 2 with the baselines beside diffusemp (each difference from diffusemp
+with its paired bootstrap interval), the speed and training-time table, and sample outputs."""
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.ablations import table, with_interval
+from pipeline.baselines import SYSTEMS
+from pipeline.baselines.compare import BASE, COMPARED
+from pipeline.io import read_json
+from pipeline.metrics.relevance import FLUENCY_LABEL
+from pipeline.report import COLUMNS, PAPER_TABLE2, cell
+
+# Paper Table 2 (Bi et al. 2023) rows of the baselines built here, in COLUMNS order (no fluency column: None).
+PAPER_BASELINES = {
+    "TRS": (0.5717, 4598.26, None, 60.98, 22.07, 15.74, 0.42, 1.55, 4.26, 13.63, 10.53),
+    "TransferTransfo": (0.5634, 2138.39, None, 59.70, 25.08, 18.39, 2.81, 17.22, 36.54, 2.68, 11.40),
+}
+TRAIN_STAGES = {name: f"baselines/dvc.yaml:{'train_trs' if name == 'trs' else 'train_lm'}@{name}" for name in SYSTEMS}
+LABELS = {"diffusemp": "DiffusEmp", "trs": "TRS", "transfertransfo": "TransferTransfo (SmolLM2-135M)",
+          "transfertransfo_controls": "TransferTransfo + controls prefix"}
+
+
+def scores_table(results: Mapping) -> str:
+    """The paper's rows, then ours: a compared metric shows `value (difference from diffusemp [95% interval])`."""
+    paper = {**PAPER_BASELINES, **{n: PAPER_TABLE2[n] for n in ("BART", "DiffuSeq", "DiffusEmp")}}
+    rows = [[f"paper: {name}", *[cell(v, d) for v, (_, _, d) in zip(values, COLUMNS)]] for name, values in paper.items()]
+    for name in (BASE, *SYSTEMS):
+        entry = {"metrics": results["systems"][name], "vs_full": results["vs_diffusemp"].get(name, {})}
+        rows.append([f"ours: {LABELS[name]} (`{name}`)",
+                     *[with_interval(entry, key, d) if key in COMPARED else cell(entry["metrics"].get(key), d)
+                       for _, key, d in COLUMNS]])
+    return table(["", *[h for h, _, _ in COLUMNS]], rows)
+
+
+def training_minutes(timings_dir) -> dict[str, float]:
+    """System -> training minutes: metrics/timings/train_<baseline>.json of stage train_baseline, and
+    train_diffusion.json for diffusemp."""
+    timings_dir = Path(timings_dir)
+    minutes = {name: read_json(timings_dir / f"train_{name}.json", stage=TRAIN_STAGES[name])["minutes"]
+               for name in SYSTEMS}
+    return {BASE: read_json(timings_dir / "train_diffusion.json", stage="train_diffusion")["train_minutes"], **minutes}
+
+
+def speed_table(bench: Mapping, minutes: Mapping[str, float]) -> str:
+    """bench: metrics/bench_baselines.json; minutes: system -> training minutes (its timings file)."""
+    rows = [[f"`{name}`", cell(bench["systems"][name]["responses_per_s"], 2), cell(minutes.get(name), 1)]
+            for name in (BASE, *SYSTEMS)]
+    return table(["system", "responses / s (decoding)", "training minutes"], rows)
+
+
+def steering_table(diffusemp: Mapping, baseline: Mapping) -> str:
+    """metrics/steering.json (diffusemp) and metrics/steering_baselines.json -> per request, each system's adherence
+    with the difference from its own unsteered base rate [95% interval], and the fluency of its steered outputs."""
+    def adherence(r: Mapping) -> str:
+        return f"{r['adherence']:.1f} ({r['adherence'] - r['base_rate']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}])"
+
+    rows = [[f"`{name}`", adherence(r), cell(r["fluency_ppl"], 1), adherence(baseline["requests"][name]),
+             cell(baseline["requests"][name]["fluency_ppl"], 1)]
+            for name, r in diffusemp["requests"].items() if name in baseline["requests"]]
+    return table(["request", "diffusemp adherence", "diffusemp fluency", f"`{baseline['system']}` adherence",
+                  f"`{baseline['system']}` fluency"], rows)
+
+
+def baselines_section(results: Mapping, bench: Mapping, minutes: Mapping[str, float], examples: str,
+                      steering: tuple[Mapping, Mapping]) -> str:
+    """The block between docs/baselines.md's markers; examples: `pipeline.report.examples_section` of the systems;
+    steering: (metrics/steering.json, metrics/steering_baselines.json)."""
+    caption = (f"{results['n_examples']} test examples, the same for every system. In brackets: the difference from "
+               f"`{BASE}` and its paired bootstrap 95% interval ({results['resamples']:,} resamples of the examples). "
+               f"Fluency: {FLUENCY_LABEL}; the fine-tuned LMs are that same model trained further, so this judge "
+               "favours them: read their fluency as an upper bound of their advantage.")
+    machine = (f"One run of `python -m stages.bench_baselines` on {bench['cpu_capability']} "
+               f"(bfloat16 units: {', '.join(bench['cpu_bf16']) or 'none'}), {bench['threads']} threads, "
+               f"{bench['systems'][BASE]['responses']} responses each; training minutes from metrics/timings/.")
+    return "\n\n".join(["Generated by `python -m stages.report_baselines` (`make baselines`): do not edit by hand.",
+                        f"**Table 2 with the baselines.** {caption}", scores_table(results),
+                        f"**Steering** (stage steering's benchmark on the controlled LM: each level given alone, on "
+                        f"the same {steering[1]['examples']} test examples; human fluency "
+                        f"{steering[1]['human']['fluency_ppl']:.1f}).", steering_table(*steering),
+                        f"**Speed.** {machine}", speed_table(bench, minutes), "**Examples.**", examples])
