@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.controls import control_sequence
-from pipeline.decoder import Decoder
+from pipeline.decoder import Decoder, SteeredSample
 from pipeline.diffusion.config import Rerank, SampleConfig
 from pipeline.diffusion.inputs import context_ids
 from pipeline.embeddings import context_text, encode_texts
@@ -290,12 +290,13 @@ class Responder:
 
     @classmethod
     def load(cls, index_dir, taggers_dir, model_dir, sampling: SampleConfig, seed: int, edit: bool = False,
-             cm_threshold: float = 0.5) -> "Responder":
+             cm_threshold: float = 0.5, steered: SteeredSample = SteeredSample()) -> "Responder":
         """sampling: the decoder's settings (edit: from the candidates' responses at sampling.edit_strength);
-        cm_threshold: params.yaml `tag.cm_threshold`, read by rerank rule controls."""
+        cm_threshold: params.yaml `tag.cm_threshold`, read by rerank rule controls; steered: params.yaml
+        `steered_sample`, the settings of the rows a hand-set level frees."""
         judges = load_judges(sampling.rerank, taggers_dir, cm_threshold)
         return cls(Index.load(index_dir), load_tagger(Path(taggers_dir) / "emotion"),
-                   Decoder.load(model_dir, sampling, judges), seed, edit)
+                   Decoder.load(model_dir, sampling, judges, steered=steered), seed, edit)
 
     def known_frames(self) -> list[str]:
         """SF tokens of the training responses: the ones the model has learned (pipeline.diffusion.vocab)."""

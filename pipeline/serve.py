@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.decoder import Decoder
+from pipeline.decoder import Decoder, SteeredSample
 from pipeline.diffusion.config import SampleConfig
 from pipeline.errors import PipelineError
 from pipeline.judges import load_judges
@@ -145,7 +145,7 @@ class Service:
     def _answer(self, request: RespondRequest) -> list[dict]:
         sampling = request.decoding(self.sampling)
         decoder = Decoder(self.responder.decoder.model, self.responder.decoder.vocab, sampling,
-                          self.judges_for(sampling.rerank))
+                          self.judges_for(sampling.rerank), self.responder.decoder.steered)
         responder = dataclasses.replace(self.responder, decoder=decoder, edit=request.edit)
         turns = list(request.dialogue)
         results = responder.respond(turns, request.responses(sampling, self.k), self.gamma,
@@ -226,6 +226,7 @@ def load_service(index, taggers, model, params: Mapping, seed: int, max_pending:
 
     sampling = section(params, "sample", SampleConfig)
     threshold = section(params, "tag", TagParams).cm_threshold
-    responder = Responder.load(index, taggers, model, sampling, seed, cm_threshold=threshold)
+    responder = Responder.load(index, taggers, model, sampling, seed, cm_threshold=threshold,
+                               steered=section(params, "steered_sample", SteeredSample))
     return Service(responder, sampling, section(params, "retrieve", RetrieveParams).k,
                    float(value(params, "gamma", float)), Path(taggers), threshold, max_pending)

@@ -23,7 +23,7 @@ from pipeline.cli import guard  # first: it sets HF_HUB_OFFLINE before anything 
 from pipeline.ablations import (BEGIN, END, TIMINGS_PATH, VARIANTS, AblationParams, collect, experiment_scores,
                                 experiments, queue_commands, stale_stages, tables_section)
 from pipeline.control_probe import attention_mass, cm_probe
-from pipeline.decoder import Decoder
+from pipeline.decoder import Decoder, SteeredSample
 from pipeline.diffusion.checkpoint import load_model
 from pipeline.diffusion.config import SampleConfig, TrainConfig
 from pipeline.diffusion.inputs import encode_rows
@@ -121,7 +121,8 @@ def probe(experiment: str = typer.Option("", help="an experiment of `make ablati
     rows = control_rows(read_frame(controls, CONTROLS, stage="controls"), pool, cfg, seed, candidates)
     tagger = Taggers.load(taggers, names=("cm",))
     tag_cm = lambda contexts, texts: tagger.mechanisms([context_text(c) for c in contexts], texts) > threshold
-    decoder = Decoder(net, vocab, cfg, load_judges(cfg.rerank, taggers, threshold))
+    decoder = Decoder(net, vocab, cfg, load_judges(cfg.rerank, taggers, threshold),
+                      section(p, "steered_sample", SteeredSample))
     steps = exp["params"]["train"]["steps"] if experiment else section(p, "train", TrainConfig).steps
     results = {"model": f"experiment {experiment} ({exp['rev'][:7]})" if experiment else model, "train_steps": steps,
                "random_cm": cm_probe(decoder, rows, pool[list(CM_COLUMNS)].to_numpy(bool), group_size(rows), seed,

@@ -9,7 +9,7 @@ from pipeline.cli import guard
 from pipeline.decoder import Decoder
 from pipeline.diffusion.config import SampleConfig, TrainConfig
 from pipeline.diffusion.inputs import encode_rows
-from pipeline.experiments.bench import BenchParams, run_bench
+from pipeline.experiments.bench import BenchParams, bench_rows, run_bench
 from pipeline.io import read_frame, write_json
 from pipeline.judges import load_judges
 from pipeline.params import load_params, section, value
@@ -33,10 +33,8 @@ def main(controls: str = "data/signals/controls.parquet", model: str = "models/d
     judges = load_judges(sample_cfg.rerank, taggers, section(p, "tag", TagParams).cm_threshold)
     decoder = Decoder.load(model, sample_cfg, judges, "cuda" if torch.cuda.is_available() else "cpu")
 
-    # Real inputs: a training batch of the configured size (gold responses) and a small sampling batch of test rows.
-    df = read_frame(controls, CONTROLS, stage="controls")
-    train_rows = df[df["split"] == "train"].sample(n=train_cfg.batch_size, random_state=seed).to_dict("records")
-    test_rows = df[df["split"] == "test"].sample(n=cfg.sample_batch, random_state=seed).to_dict("records")
+    train_rows, test_rows = bench_rows(read_frame(controls, CONTROLS, stage="controls"), train_cfg.batch_size,
+                                       cfg.sample_batch, seed)
     figures = run_bench(decoder, encode_rows(train_rows, decoder.vocab, decoder.model.cfg), test_rows, candidates,
                         cfg.train_steps, train_cfg.bf16, cfg.sample_steps, cfg.matmul_size)
     write_json(out, figures)

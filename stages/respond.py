@@ -13,6 +13,7 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.errors import PipelineError
+from pipeline.decoder import SteeredSample
 from pipeline.diffusion.config import RERANKS, SampleConfig
 from pipeline.params import load_params, section, value
 from pipeline.progress import log
@@ -64,7 +65,8 @@ def main(context: str = typer.Argument(None, help='One dialogue, turns separated
     dialogues = read_contexts(context, file, sys.stdin.buffer)
     seed, gamma = value(p, "seed", int), float(value(p, "gamma", float))
     responder = Responder.load(index, taggers, model, sampling, seed, edit=asked.edit,
-                               cm_threshold=section(p, "tag", TagParams).cm_threshold)
+                               cm_threshold=section(p, "tag", TagParams).cm_threshold,
+                               steered=section(p, "steered_sample", SteeredSample))
     overrides = asked.overrides(responder.known_frames)
     for turns in dialogues:
         start = time.perf_counter()

@@ -15,7 +15,7 @@ import typer
 
 from pipeline.cli import guard
 from pipeline.controls import control_sequence
-from pipeline.decoder import Decoder
+from pipeline.decoder import Decoder, SteeredSample
 from pipeline.diffusion.checkpoint import load_model
 from pipeline.diffusion.config import SampleConfig
 from pipeline.embeddings import context_text
@@ -57,7 +57,8 @@ def main(candidates: str = "data/retrieval/candidates.parquet", controls: str = 
     table = read_frame(controls, CONTROLS, stage="controls")
     rows = control_rows(table, read_frame(candidates, CANDIDATES, stage="retrieve"),
                         dataclasses.replace(sampling, subset=steer.subset, candidates=1), seed, candidates)
-    decoder = Decoder(net, vocab, sampling, load_judges(sampling.rerank, taggers, threshold))
+    decoder = Decoder(net, vocab, sampling, load_judges(sampling.rerank, taggers, threshold),
+                      section(p, "steered_sample", SteeredSample))
     given = {name: request_rows(rows, over) for name, over in asked.items()}
     outputs = {name: [text for _, text in decoder(request, seed)] for name, request in given.items()}
 

@@ -4,7 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.diffusion.config import TrainConfig
+from pipeline.decoder import Decoder, SteeredSample
+from pipeline.diffusion.config import SampleConfig, TrainConfig
 from pipeline.diffusion.inputs import Role, collate, encode_example, free_levels, stack
 from pipeline.diffusion.mask import control_range_mask
 from pipeline.diffusion.model import build_model
@@ -124,3 +125,26 @@ def test_stack_pads_both_batches_like_collate(vocab):
     a, b = encode(vocab), free_levels(encode(vocab), ["cm", "it", "sf"])
     stacked, collated = stack(collate([a]), collate([b])), collate([a, b])
     assert all(torch.equal(getattr(stacked, f.name), getattr(collated, f.name)) for f in dataclasses.fields(collated))
+
+
+def test_the_decoder_draws_rows_with_a_freed_level_at_the_steered_temperature():
+    """pipeline.decoder: rows whose `given` leaves a level out are drawn apart at steered_sample.temperature; rows
+    that give every level are drawn as without the setting."""
+    mvocab = Vocab.build(ROWS, MASKED)
+    torch.manual_seed(0)
+    model = build_model(MASKED, mvocab).eval()
+    full = [{**r, "context": ["hello"]} for r in ROWS]
+    freed = [{**r, "given": ["cm"]} for r in full]
+    cfg = SampleConfig(split="test", subset=None, steps=4, clamp=False, temperature=1.0, solver="ancestral",
+                       edit_strength=0.5, num_samples=4, rerank="none", candidates=None, edit_candidates=None,
+                       batch_size=8, bf16=False, guidance=2.0)
+    plain, steered = Decoder(model, mvocab, cfg), Decoder(model, mvocab, cfg, steered=SteeredSample(temperature=0.0))
+    assert steered.steered_rows(full + freed) == [False] * len(full) + [True] * len(freed)
+    assert steered.draw(full, seed=3)[0] == plain.draw(full, seed=3)[0]  # nothing freed: the setting changes nothing
+    texts, _ = steered.draw(full + freed, seed=3)
+    assert [column[:len(full)] for column in texts] == plain.draw(full, seed=3)[0]
+    greedy = plain.with_settings(temperature=0.0).draw(freed, seed=3)[0]
+    assert [column[len(full):] for column in texts] == greedy  # the freed rows: greedy, as asked
+    assert all(draw == greedy[0] for draw in greedy)  # temperature 0: every draw the same
+    with pytest.raises(PipelineError, match="steered_sample.temperature"):
+        Decoder(model, mvocab, cfg, steered=SteeredSample(temperature=-1.0))

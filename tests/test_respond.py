@@ -56,7 +56,7 @@ def artifacts(tmp_path_factory):
     (root / "params.yaml").write_text(
         f"seed: 0\ngamma: 0.2\nretrieve:\n  k: {K}\n  chunk: 8\nsample:\n  split: test\n  subset: null\n  steps: 2\n"
         "  clamp: false\n  temperature: 0.0\n  solver: ancestral\n  edit_strength: 0.5\n  num_samples: 1\n  rerank: none\n  candidates: null\n  edit_candidates: null\n  batch_size: 8\n  bf16: false\n  guidance: 1.0\n  guidance_start: 0.0\n"
-        "tag:\n  cm_threshold: 0.5\n")
+        "steered_sample:\n  temperature: null\ntag:\n  cm_threshold: 0.5\n")
     return ["--index", str(root / "index"), "--taggers", str(root / "taggers"), "--model", str(root / "diffusion"),
             "--params", str(root / "params.yaml")]
 

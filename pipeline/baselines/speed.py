@@ -5,8 +5,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from pipeline.experiments.bench import decoding_throughput, timed
-from pipeline.precision import cpu_capability, cpu_bf16_features
+from pipeline.experiments.bench import decoding_throughput, machine, timed
 
 
 def decode_rate(decode: Callable[[Sequence[Mapping]], list[str]], rows: Sequence[Mapping]) -> dict:
@@ -21,5 +20,4 @@ def speed_table(diffusemp, group: int, baselines: Mapping[str, Callable[[Sequenc
     per example; baselines: name -> rows -> texts; rows: control rows with `context` -> metrics/bench_baselines.json."""
     systems = {"diffusemp": decoding_throughput(diffusemp, rows, group)}
     systems.update({name: decode_rate(decode, rows) for name, decode in baselines.items()})
-    return {"cpu_capability": cpu_capability(), "cpu_bf16": cpu_bf16_features(), "threads": torch.get_num_threads(),
-            "systems": systems}
+    return {"machine": machine(), "systems": systems}

@@ -6,11 +6,14 @@ FLOPs are counted, not estimated: torch.utils.flop_counter counts every matmul /
 (forward + backward), so GFLOP/s = counted FLOPs per step / measured seconds per step.
 """
 import copy
+import os
+import platform
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -21,7 +24,7 @@ from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.trainer import adamw
-from pipeline.precision import Bf16, precision_name, precision_report, use_bf16
+from pipeline.precision import Bf16, cpu_bf16_features, cpu_capability, precision_name, precision_report, use_bf16
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,35 @@ class BenchParams:
     sample_batch: int
     sample_steps: list[int | None]
     matmul_size: int
+
+
+def bench_rows(controls: pd.DataFrame, train_batch: int, sample_batch: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Real inputs (schema CONTROLS rows): one training batch of `train_batch` seeded train rows (timed with their
+    gold responses) and `sample_batch` seeded test rows to sample for."""
+    train = controls[controls["split"] == "train"].sample(n=train_batch, random_state=seed)
+    test = controls[controls["split"] == "test"].sample(n=sample_batch, random_state=seed)
+    return train.to_dict("records"), test.to_dict("records")
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name as the OS reports it (Linux: `cpuinfo`; elsewhere: platform.processor())."""
+    try:
+        with open(cpuinfo) as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine(device: torch.device = torch.device("cpu")) -> dict:
+    """Which machine a timing ran on: {"cpu": model name, "cpu_capability": PyTorch's kernel dispatch level,
+    "cpu_bf16": the bfloat16 matrix units it has (AMX, AVX512-BF16), "logical_cpus", "threads": torch's, "torch",
+    ["gpu": the device's name on CUDA]}."""
+    out = {"cpu": cpu_name(), "cpu_capability": cpu_capability(), "cpu_bf16": cpu_bf16_features(),
+           "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
 
 
 def sync(device: torch.device) -> None:
@@ -73,12 +105,10 @@ def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule, bf16: b
     return counter.get_total_flops()
 
 
-def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int, peak: float,
-                        bf16: bool) -> dict:
-    """Time `steps` AdamW steps (the trainer's optimizer) on a copy of `model` (the model itself is left untouched),
-    under bfloat16 autocast when bf16. -> figures dict"""
+def train_step(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool) -> Callable[[], None]:
+    """One AdamW step (the trainer's optimizer) of `model` on `batch` under bfloat16 autocast when bf16, as a
+    callable that updates `model`."""
     device = next(model.parameters()).device
-    model = copy.deepcopy(model).train()
     opt = adamw(model, lr=1e-4, weight_decay=0.0)
 
     def step() -> None:
@@ -87,14 +117,26 @@ def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
 
-    flops = train_step_flops(model, batch, schedule, bf16)
-    seconds = timed(step, device, steps)
+
+def step_figures(batch: Batch, seconds: float, flops: int, peak: float, bf16: bool) -> dict:
+    """The figures of a training step that took `seconds` and counted `flops`, against a matmul `peak` (GFLOP/s)."""
     gflops = flops / seconds / 1e9
     return {"precision": precision_name(bf16), "batch_size": len(batch), "seq_len": batch.ids.shape[1],
             "seconds_per_step": round(seconds, 4),
             "examples_per_s": round(len(batch) / seconds, 2), "gflop_per_step": round(flops / 1e9, 2),
             "achieved_gflops": round(gflops, 2), "fraction_of_matmul_peak": round(gflops / peak, 3)}
+
+
+def training_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int, peak: float,
+                        bf16: bool) -> dict:
+    """Time `steps` training steps (train_step) on a copy of `model` (the model itself is left untouched) -> figures
+    dict (step_figures)."""
+    device = next(model.parameters()).device
+    model = copy.deepcopy(model).train()
+    flops = train_step_flops(model, batch, schedule, bf16)
+    return step_figures(batch, timed(train_step(model, batch, schedule, bf16), device, steps), flops, peak, bf16)
 
 
 def sampling_throughput(model: nn.Module, batch: Batch, schedule: Schedule, steps: int | None,
@@ -148,7 +190,7 @@ def run_bench(decoder: Decoder, train_examples: list[Example], sample_rows: list
     schedule = Schedule.from_config(model.cfg)
     bf16 = use_bf16(train_bf16, device)
     peaks = {precision_name(b): round(matmul_peak_gflops(device, b, matmul_size), 2) for b in (False, True)}
-    out = {**precision_report(bf16, device), "threads": torch.get_num_threads(), "matmul_size": matmul_size,
+    out = {**precision_report(bf16, device), "machine": machine(device), "matmul_size": matmul_size,
            "matmul_peak_gflops": peaks,
            "parameters": sum(p.numel() for p in model.parameters()),
            "train": training_throughput(model, collate(train_examples).to(device), schedule, train_steps,
