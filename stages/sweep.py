@@ -7,6 +7,8 @@ Not a stage of the default DAG (it trains every design); run it by hand or on a 
     python -m stages.sweep --designs sweeps/gpu_steps.yaml --rescore plots/quality_vs_minutes.csv
         # fills in fluency from the saved texts, and the CPU-minute estimate from the designs file's speeds
     python -m stages.sweep --designs sweeps/gpu_steps.yaml --speed-steps 5  # each design's examples/s on this machine
+    python -m stages.sweep --designs sweeps/dropout.yaml --baseline today --out plots/dropout_sweep.csv \
+        --png plots/dropout_sweep.png --differences plots/dropout_sweep.json  # each design against today's, paired
 Designs and marks: docs/diffusion.md.
 """
 from pathlib import Path
@@ -16,7 +18,8 @@ import torch
 import typer
 
 from pipeline.cli import guard
-from pipeline.experiments.sweep import Designs, cpu_minutes, design_speed, fluency_column, run_design
+from pipeline.errors import PipelineError
+from pipeline.experiments.sweep import Designs, cpu_minutes, design_speed, fluency_column, paired_differences, run_design
 from pipeline.io import atomic_path, read_frame, write_json
 from pipeline.metrics.relevance import FluencyScorer
 from pipeline.params import load_params, value
@@ -41,14 +44,23 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
          speed_steps: int = typer.Option(0, help="> 0: only time this many training steps of each design"),
          speed_out: str = "metrics/timings/sweep_speed.json",
          out: str = "plots/quality_vs_minutes.csv", png: str = "plots/quality_vs_minutes.png",
+         baseline: str = typer.Option("", help="a design to pair the others with (paired_differences): the "
+                                               "difference of sampling accuracy at the nearest minutes, with its "
+                                               "bootstrap interval"),
+         differences: str = typer.Option("", help="where --baseline's differences go (JSON)"),
+         resamples: int = 10_000,
          workdir: str = "models/sweep", params: str = "params.yaml") -> None:
     spec = Designs.load(designs)
+    if bool(baseline) != bool(differences):
+        raise PipelineError("--baseline and --differences go together (the design to pair with, and the JSON file)")
     speeds = spec.cpu_examples_per_s or {}
     if rescore:
         table = fluency_column(pd.read_csv(rescore), FluencyScorer.load().nll)
         write(cpu_minutes(table, speeds) if speeds else table, out, png)
         return
     picked = {k: v for k, v in spec.designs.items() if not only or k in only}
+    if baseline and baseline not in picked:
+        raise PipelineError(f"--baseline {baseline}: not one of the designs run ({', '.join(picked)})")
     p = load_params(params)
     df = read_frame(controls, CONTROLS, stage="controls")
     train_rows = df[df["split"] == "train"].to_dict("records")
@@ -68,6 +80,10 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
         rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), spec.marks, spec.unit,
                            Path(workdir), device, nll, spec.decoder_names)
         write(cpu_minutes(pd.DataFrame(rows), speeds), out, png)  # after every design: a killed sweep keeps it
+    if baseline:
+        write_json(differences, {"baseline": baseline, "resamples": resamples, "valid_examples": len(valid_rows),
+                                 "differences": paired_differences(cpu_minutes(pd.DataFrame(rows), speeds), baseline,
+                                                                   resamples, value(p, "seed", int))})
 
 
 if __name__ == "__main__":

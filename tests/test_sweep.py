@@ -13,7 +13,7 @@ from pipeline.decoder import Decoder
 from pipeline.diffusion.config import SampleConfig
 from pipeline.errors import PipelineError
 from pipeline.experiments.decoding_sweep import sweep_decoding
-from pipeline.experiments.sweep import Designs, cpu_minutes, fluency_column, merged, run_design
+from pipeline.experiments.sweep import Designs, cpu_minutes, fluency_column, merged, paired_differences, run_design
 from pipeline.params import load_params
 from pipeline.rerank import Judges
 from test_trainer import SENTENCES, control_row, fresh_model, tiny_setup
@@ -47,6 +47,7 @@ def test_each_mark_continues_the_same_run(tmp_path):
     assert cpu_minutes(pd.DataFrame(out), {"masked": 8.0})["cpu_minutes_est"][1] == round(4 * 4 / 8.0 / 60, 2)
     assert all(math.isnan(r["fluency_ppl"]) and len(json.loads(r["texts"])) == 2 for r in out)
     assert set(out[0]) >= {"sampling_accuracy", "accuracy_q1", "accuracy_q4", "valid_loss"}
+    assert out[1]["sampling_accuracy"] == pytest.approx(np.mean(json.loads(out[1]["example_accuracy"])), abs=1e-4)
     table = fluency_column(pd.DataFrame(out), lambda texts: np.full(len(texts), math.log(20.0)))
     assert table["fluency_ppl"].tolist() == pytest.approx([20.0, 20.0])
 
@@ -61,6 +62,22 @@ def test_each_mark_is_sampled_by_every_decoder_and_clamping_only_in_the_continuo
                         torch.device("cpu"), None, names)
     assert [r["decoder"] for r in continuous] == names and [r["decoder"] for r in masked] == names[:2]
     assert len({r["valid_loss"] for r in continuous}) == 1  # one trained model, sampled three ways
+
+
+def test_paired_differences_pair_each_row_with_the_baseline_nearest_in_minutes():
+    def row(design, decoder, mark, minutes, accuracy):
+        return {"design": design, "decoder": decoder, "mark": mark, "minutes": minutes, "cpu_minutes_est": minutes,
+                "example_accuracy": json.dumps(accuracy)}
+    table = pd.DataFrame([row("today", "sampled", 100, 2.0, [0.5, 0.5, 0.5]),
+                          row("today", "sampled", 200, 4.0, [0.6, 0.6, 0.9]),
+                          row("today", "deterministic", 200, 4.0, [0.0, 0.0, 0.0]),
+                          row("fast", "sampled", 200, 3.2, [0.7, 0.7, 1.0])])
+    [out] = paired_differences(table, "today", resamples=200, seed=0)
+    # 3.2 minutes is nearer 4.0 than 2.0; every example gains 0.1, so every resample does too
+    assert (out["design"], out["mark"], out["baseline_mark"], out["baseline_minutes"]) == ("fast", 200, 200, 4.0)
+    assert out["difference"] == pytest.approx({"mean": 0.1, "low": 0.1, "high": 0.1})
+    with pytest.raises(PipelineError, match="baseline 'slow' is not a design"):
+        paired_differences(table, "slow", resamples=10, seed=0)
 
 
 def test_designs_file_needs_one_kind_of_marks(tmp_path):

@@ -82,23 +82,32 @@ def held_out_sampling(model: nn.Module, ema: AveragedModel, schedule: Schedule, 
 @torch.no_grad()
 def regenerate(model: nn.Module, schedule: Schedule, examples: list[Example], batch_size: int, steps: int, seed: int,
                bf16: bool = False, decoder: str = "deterministic") -> tuple[dict, list[str]]:
-    """How well the model regenerates held-out responses from their own (gold) controls: each response is sampled
-    with DECODERS[decoder] (`steps` reverse steps, at most T; noise from a fixed seed) and compared with the gold
-    WordPieces position by position; a missing or extra token counts as wrong.
-    -> ({"examples", "steps", "decoder", "token_accuracy": matches / max(len(gold), len(generated)) averaged over
-         examples, "exact": share regenerated exactly}, the generated texts)"""
+    """How well the model regenerates held-out responses from their own (gold) controls (`regenerated`, summed up)
+    -> ({"examples", "steps", "decoder", "token_accuracy": the per-example accuracies averaged, "exact": share
+         regenerated exactly}, the generated texts)"""
+    accuracy, texts = regenerated(model, schedule, examples, batch_size, steps, seed, bf16, decoder)
+    n = len(accuracy)
+    return {"examples": n, "steps": min(steps, len(schedule)), "decoder": decoder,
+            "token_accuracy": round(sum(accuracy) / max(n, 1), 4),
+            "exact": round(sum(a == 1.0 for a in accuracy) / max(n, 1), 4)}, texts
+
+
+@torch.no_grad()
+def regenerated(model: nn.Module, schedule: Schedule, examples: list[Example], batch_size: int, steps: int, seed: int,
+                bf16: bool = False, decoder: str = "deterministic") -> tuple[list[float], list[str]]:
+    """Each held-out response sampled from its gold controls with DECODERS[decoder] (`steps` reverse steps, at most
+    T; noise from a fixed seed) and compared with the gold WordPieces position by position; a missing or extra token
+    counts as wrong -> (per example: matches / max(len(gold), len(generated)), 1.0 only when regenerated exactly;
+    the generated texts)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     steps = min(steps, len(schedule))  # a small test profile may have fewer than `steps` diffusion steps
-    accuracy, exact, texts = [], [], []
+    accuracy, texts = [], []
     for batch in _batches(examples, batch_size, device):
         generated = sample(model, batch, schedule, steps, generator=generator, bf16=bf16, **DECODERS[decoder])
         gold = batch.ids[batch.is_response].split(batch.is_response.sum(1).tolist())  # the sampler hides these
         for gen, ref in zip(generated, gold):
             ref = ref[:-1].tolist()  # without END
             accuracy.append(sum(a == b for a, b in zip(gen, ref)) / max(len(gen), len(ref), 1))
-            exact.append(gen == ref)
             texts.append(decode(gen))
-    n = len(accuracy)
-    return {"examples": n, "steps": steps, "decoder": decoder,
-            "token_accuracy": round(sum(accuracy) / max(n, 1), 4), "exact": round(sum(exact) / max(n, 1), 4)}, texts
+    return accuracy, texts

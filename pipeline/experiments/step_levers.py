@@ -4,7 +4,10 @@ figures, never asserts; docs/diffusion.md, "Training at the hardware's speed").
 Each lever is a change to a copy of the trained model (the model itself is left untouched), and optionally the
 attention kernel SDPA may pick, timed on the same real training batch as stage bench, in one process, next to one
 matmul peak:
-- today: the model as it trains;
+- today: the model as it trains (dropout 0.1 until issue 34 turned it off: docs/diffusion.md; since then the dropout
+  levers change nothing);
+- sdpa_math: the same on SDPA's math kernel (without dropout SDPA picks its flash kernel on CPU, whose backward is
+  slow at these shapes);
 - attention_dropout_off: no dropout on the attention probabilities (the [B, heads, L, L] random masks);
 - attention_dropout_off+sdpa_math: the same, on SDPA's math kernel (without dropout SDPA picks its flash kernel
   on CPU, whose backward is slow at these shapes);
@@ -69,6 +72,7 @@ class Lever:
 
 LEVERS = {
     "today": Lever(),
+    "sdpa_math": Lever((), (SDPBackend.MATH,)),
     "attention_dropout_off": Lever((attention_dropout(0.0),)),
     "attention_dropout_off+sdpa_math": Lever((attention_dropout(0.0),), (SDPBackend.MATH,)),
     "dropout_off": Lever((no_dropout,)),
