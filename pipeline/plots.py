@@ -91,13 +91,19 @@ def render_curves(table: pd.DataFrame, png, x: str = "step") -> None:
     save(fig, png)
 
 
+def minutes_axis(table: pd.DataFrame) -> str:
+    """The minutes column a sweep table is compared on: the estimated CPU minutes where every row has one (a GPU
+    sweep placed on the CPU axis), else the measured training minutes."""
+    return "cpu_minutes_est" if table["cpu_minutes_est"].notna().all() else "minutes"
+
+
 def render_sweep(table: pd.DataFrame, png) -> None:
     """Quality against training minutes, one line per design (and decoder, where the table has that column):
     sampling accuracy (left) and fluency PPL (right).
 
     table: plots/quality_vs_minutes.csv rows (design, minutes, cpu_minutes_est, sampling_accuracy, fluency_ppl, ...);
     the x axis is the estimated CPU minutes where every row has one (a GPU sweep), else the measured minutes."""
-    x = "cpu_minutes_est" if table["cpu_minutes_est"].notna().all() else "minutes"
+    x = minutes_axis(table)
     label = "estimated 2-core CPU training minutes" if x == "cpu_minutes_est" else "training minutes"
     keys = ["design", "decoder"] if "decoder" in table else ["design"]
     colour = {d: f"C{i % 10}" for i, d in enumerate(table["design"].unique())}  # one colour per design

@@ -23,10 +23,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.bootstrap import interval
+from pipeline.embeddings import context_text
 from pipeline.errors import PipelineError
 from pipeline.labels import INTENTS, MECHANISMS
-from pipeline.metrics.relevance import fluency_ppl
+from pipeline.metrics.relevance import BertScore, FluencyScorer, fluency_ppl
 from pipeline.respond import Overrides
+from pipeline.segment import segment_texts
+from pipeline.tagging import Taggers
 
 BASE = "base"
 
@@ -85,6 +88,15 @@ class Judges:
     intents: Callable[[list[str]], list[list[str]]]
     fluency_nll: Callable[[list[str]], np.ndarray]
     bertscore: Callable[[list[str], list[str]], np.ndarray]
+
+    @classmethod
+    def load(cls, taggers: str, cm_threshold: float) -> "Judges":
+        """The score stage's judges: its taggers in the folder `taggers` (a mechanism is present above cm_threshold;
+        intents per sentence of pipeline.segment), SmolLM2's fluency and BERTScore."""
+        tagger = Taggers.load(taggers, names=("cm", "intent"))
+        return cls(cm=lambda ctx, texts: tagger.mechanisms([context_text(c) for c in ctx], texts) > cm_threshold,
+                   intents=lambda texts: tagger.intents(texts, segment_texts(texts)),
+                   fluency_nll=FluencyScorer.load().nll, bertscore=BertScore())
 
 
 def steering_report(outputs: Mapping[str, list[str]], contexts: list[list[str]], references: list[str],

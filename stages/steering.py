@@ -18,19 +18,16 @@ from pipeline.controls import control_sequence
 from pipeline.decoder import Decoder, SteeredSample
 from pipeline.diffusion.checkpoint import load_model
 from pipeline.diffusion.config import SampleConfig
-from pipeline.embeddings import context_text
 from pipeline.io import read_frame, write_frame, write_json
 from pipeline.judges import load_judges
-from pipeline.metrics.relevance import BertScore, FluencyScorer
 from pipeline.params import load_params, section, value
 from pipeline.plots import render_steering
 from pipeline.respond import Overrides
 from pipeline.schemas import CANDIDATES, CONTROLS
 from pipeline.seeding import seed_everything
-from pipeline.segment import segment_texts
 from pipeline.steering import BASE, STEERING_OUTPUTS, Judges, SteeringParams, request_rows, requests, steering_report
 from pipeline.subset import control_rows
-from pipeline.tagging import Taggers, TagParams
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 
@@ -62,10 +59,7 @@ def main(candidates: str = "data/retrieval/candidates.parquet", controls: str = 
     given = {name: request_rows(rows, over) for name, over in asked.items()}
     outputs = {name: [text for _, text in decoder(request, seed)] for name, request in given.items()}
 
-    tagger = Taggers.load(taggers, names=("cm", "intent"))
-    judges = Judges(cm=lambda ctx, texts: tagger.mechanisms([context_text(c) for c in ctx], texts) > threshold,
-                    intents=lambda texts: tagger.intents(texts, segment_texts(texts)),
-                    fluency_nll=FluencyScorer.load().nll, bertscore=BertScore())
+    judges = Judges.load(taggers, threshold)
     gold = dict(zip(table["example_id"], table["response"]))
     report = steering_report(outputs, [list(r["context"]) for r in rows], [gold[r["example_id"]] for r in rows],
                              judges, steer.resamples, seed)

@@ -12,17 +12,14 @@ from pipeline.baselines.fit import BaselinesParams
 from pipeline.baselines.prompts import controls_text
 from pipeline.cli import guard
 from pipeline.diffusion.config import SampleConfig
-from pipeline.embeddings import context_text
 from pipeline.io import read_frame, write_frame, write_json
-from pipeline.metrics.relevance import BertScore, FluencyScorer
 from pipeline.params import check, load_params, section, value
 from pipeline.respond import Overrides
 from pipeline.schemas import CANDIDATES, CONTROLS
 from pipeline.seeding import seed_everything
-from pipeline.segment import segment_texts
 from pipeline.steering import BASE, STEERING_OUTPUTS, Judges, SteeringParams, request_rows, requests, steering_report
 from pipeline.subset import control_rows
-from pipeline.tagging import Taggers, TagParams
+from pipeline.tagging import TagParams
 
 app = typer.Typer(add_completion=False)
 SYSTEM = "transfertransfo_controls"
@@ -46,10 +43,7 @@ def main(candidates: str = "data/retrieval/candidates.parquet", controls: str = 
     given = {name: request_rows(rows, over) for name, over in {BASE: Overrides(), **requests(steer.intents)}.items()}
     outputs = {name: decoder(request, seed) for name, request in given.items()}
 
-    tagger = Taggers.load(taggers, names=("cm", "intent"))  # the judges of stage steering
-    judges = Judges(cm=lambda ctx, texts: tagger.mechanisms([context_text(c) for c in ctx], texts) > threshold,
-                    intents=lambda texts: tagger.intents(texts, segment_texts(texts)),
-                    fluency_nll=FluencyScorer.load().nll, bertscore=BertScore())
+    judges = Judges.load(taggers, threshold)  # the judges of stage steering
     gold = dict(zip(table["example_id"], table["response"]))
     report = steering_report(outputs, [list(r["context"]) for r in rows], [gold[r["example_id"]] for r in rows],
                              judges, steer.resamples, seed)

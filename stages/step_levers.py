@@ -2,7 +2,7 @@
 (pipeline/experiments/step_levers.py) -> metrics/timings/step_levers.json (timings: a plain file, not a DVC metric).
 Run it alone on the machine (another process on the same cores distorts every figure):
     python -m stages.step_levers                      # every lever: 3 interleaved rounds of 5 timed steps each
-    python -m stages.step_levers --levers today,attention_dropout_off --steps 10 --rounds 5
+    python -m stages.step_levers --levers today,sdpa_auto --steps 10 --rounds 5
 """
 import torch
 import typer

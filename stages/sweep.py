@@ -79,11 +79,12 @@ def main(designs: str = "sweeps/quality_vs_minutes.yaml", controls: str = "data/
     for name, overrides in picked.items():
         rows += run_design(name, p, overrides or {}, train_rows, valid_rows.to_dict("records"), spec.marks, spec.unit,
                            Path(workdir), device, nll, spec.decoder_names)
-        write(cpu_minutes(pd.DataFrame(rows), speeds), out, png)  # after every design: a killed sweep keeps it
+        table = cpu_minutes(pd.DataFrame(rows), speeds)
+        write(table, out, png)  # after every design: a killed sweep keeps it
     if baseline:
         write_json(differences, {"baseline": baseline, "resamples": resamples, "valid_examples": len(valid_rows),
-                                 "differences": paired_differences(cpu_minutes(pd.DataFrame(rows), speeds), baseline,
-                                                                   resamples, value(p, "seed", int))})
+                                 "differences": paired_differences(table, baseline, resamples,
+                                                                   value(p, "seed", int))})
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Which machine a benchmark ran on (pipeline/experiments/bench.py: `machine`, written into metrics/bench.json and
-metrics/bench_baselines.json so that committed timings name their machine), and the speed levers of issue 34
-(pipeline/experiments/step_levers.py), each applied to a copy of a tiny model."""
+metrics/bench_baselines.json so that committed timings name their machine), the training forward's attention kernel
+(trainer.training_forward), and the speed levers of issue 34 (pipeline/experiments/step_levers.py), each applied to a
+copy of a tiny model."""
+import dataclasses
 import platform
 
 import pytest
 import torch
-from torch import nn
 
 from pipeline.diffusion.config import ModelConfig
 from pipeline.diffusion.inputs import collate, encode_example
@@ -13,7 +14,10 @@ from pipeline.diffusion.model import build_model
 from pipeline.diffusion.schedule import Schedule
 from pipeline.diffusion.vocab import Vocab
 from pipeline.experiments.bench import cpu_name, machine
-from pipeline.experiments.step_levers import LEVERS, attention_dropout, frozen_embedding, lever_figures, no_dropout
+from pipeline.diffusion.losses import training_loss
+from pipeline.diffusion.trainer import training_forward
+from pipeline.experiments.bench import train_step
+from pipeline.experiments.step_levers import LEVERS, frozen_embedding, lever_figures, step_profile
 from test_diffusion_core import ROWS
 
 
@@ -37,6 +41,7 @@ def test_machine_names_cpu_isa_and_threads():
 
 MINILM = ModelConfig(family="masked", init="minilm", width=384, heads=12, ffn=1536, layers=1, dropout=0.1,
                      max_len=64, max_context=16)
+MINILM_NO_DROPOUT = dataclasses.replace(MINILM, dropout=0.0)
 RANDOM = ModelConfig(family="masked", width=64, layers=2, heads=4, ffn=128, dropout=0.1, max_len=64, max_context=16)
 
 
@@ -47,28 +52,21 @@ def tiny(cfg):
     return model, collate([encode_example(["hello"], r, vocab, cfg, r["subword_ids"]) for r in ROWS])
 
 
-def dropout_rates(model):
-    return sorted(m.p for m in model.modules() if isinstance(m, nn.Dropout))
-
-
-def test_attention_dropout_lever_changes_only_the_attention_probabilities():
-    model, _ = tiny(MINILM)
-    before = dropout_rates(model)
-    attention_dropout(0.0)(model)
-    assert model.encoder.encoder.layer[0].attention.self.dropout.p == 0.0
-    assert dropout_rates(model) == sorted([0.0] + before[:-1])  # one attention dropout per layer, the rest kept
-    scratch, _ = tiny(RANDOM)
-    attention_dropout(0.0)(scratch)
-    assert all(block.dropout == 0.0 for block in scratch.transformer.blocks)
-    assert set(dropout_rates(scratch)) == {0.1}  # the residual dropouts are nn.Dropout and stay
-
-
-def test_no_dropout_makes_a_training_mode_forward_deterministic():
-    model, batch = tiny(MINILM)
-    no_dropout(model)
-    model.train()
-    mask = torch.ones(len(batch), 1, batch.ids.shape[1], batch.ids.shape[1], dtype=torch.bool)
-    assert torch.equal(model(batch.ids, mask), model(batch.ids, mask))
+def test_training_forward_runs_sdpa_math_kernel_on_cpu_and_the_same_function_as_auto():
+    model, batch = tiny(MINILM_NO_DROPOUT)
+    ops = {kernel: {row["op"] for row in step_profile(train_step(model, batch, Schedule(MINILM.T), False, kernel),
+                                                        1, 1000)} for kernel in ("math", "auto")}
+    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
+    assert flash in ops["auto"] and flash not in ops["math"]
+    assert "aten::_scaled_dot_product_attention_math" in ops["math"]
+    grads = {}
+    for kernel in ("math", "auto"):
+        model.zero_grad(set_to_none=True)
+        with training_forward(torch.device("cpu"), False, kernel):
+            loss, _ = training_loss(model, batch, Schedule(MINILM.T), generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        grads[kernel] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads["math"], grads["auto"], strict=True))
 
 
 def test_lever_figures_time_and_profile_each_lever_on_a_copy():
@@ -83,7 +81,6 @@ def test_lever_figures_time_and_profile_each_lever_on_a_copy():
         assert 0 < len(shares) <= 5 and shares == sorted(shares, reverse=True) and sum(shares) <= 1.001
         assert figures["seconds_per_step"] > 0 and figures["gflop_per_step"] > 0
     assert torch.equal(model.embedding.weight, weights)  # the levers changed copies, not the model
-    assert set(dropout_rates(model)) == {0.1}
     frozen = tiny(MINILM)[0]
     frozen_embedding(frozen)
     assert not frozen.embedding.weight.requires_grad

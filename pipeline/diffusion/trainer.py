@@ -13,6 +13,7 @@ Distributed: under `torchrun`, `init_distributed()` joins the process group (glo
 wraps the objective in DistributedDataParallel and every rank trains on its own shard of each global batch. Without
 torchrun everything runs in one process.
 """
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.diffusion.checkpoint import examples_digest, load_state, rng_state, save_state, set_rng_state
@@ -173,6 +175,25 @@ class TrainResult:
     valid_texts: list[str]
 
 
+# The SDPA kernel of a training forward pass on a CPU: the explicit softmax(QK^T)V, whose backward is matmuls. Left to
+# PyTorch ("auto"), SDPA takes its flash kernel when there is no attention dropout, and the CPU backward of that one
+# is slower at these shapes (docs/diffusion.md, "Training at the hardware's speed"). The same function either way;
+# GPUs and inference (whose forward the flash kernel runs faster) keep PyTorch's choice.
+CPU_ATTENTION = "math"
+
+
+def training_forward(device: torch.device, bf16: bool, cpu_attention: str = CPU_ATTENTION) -> contextlib.ExitStack:
+    """The context of a training forward pass (its backward runs the kernels picked here): bfloat16 autocast when
+    bf16; on a CPU, SDPA's math kernel when cpu_attention is "math" ("auto": PyTorch's choice)."""
+    if cpu_attention not in ("math", "auto"):
+        raise ValueError(f"cpu_attention is {cpu_attention!r}: expected math or auto")
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+    if device.type == "cpu" and cpu_attention == "math":
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+    return stack
+
+
 def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with its fused kernel: one pass over each parameter per step instead of one per arithmetic operation,
     which matters because the whole embedding table gets a (dense) gradient at every step."""
@@ -245,7 +266,7 @@ def train(model: nn.Module, examples: list[Example], schedule: Schedule, cfg: Tr
     steps = range(start, cfg.steps)
     for step in progress(steps, desc="train", every_s=60.0) if rank == 0 else steps:
         batch = collate(dropout([examples[i] for i in order.indices(step)], step)).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with training_forward(device, bf16):
             loss, terms = net(batch, generator)
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)

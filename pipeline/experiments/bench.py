@@ -23,7 +23,7 @@ from pipeline.diffusion.inputs import Batch, Example, collate, encode_rows
 from pipeline.diffusion.losses import training_loss
 from pipeline.diffusion.sampler import sample
 from pipeline.diffusion.schedule import Schedule
-from pipeline.diffusion.trainer import adamw
+from pipeline.diffusion.trainer import CPU_ATTENTION, adamw, training_forward
 from pipeline.precision import Bf16, cpu_bf16_features, cpu_capability, precision_name, precision_report, use_bf16
 
 
@@ -93,26 +93,29 @@ def matmul_peak_gflops(device: torch.device, bf16: bool, n: int, repeats: int = 
     return 2 * n ** 3 / timed(lambda: a @ b, device, repeats) / 1e9
 
 
-def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool) -> int:
-    """FLOPs of one training step's forward and backward (the optimizer update is negligible)."""
+def train_step_flops(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool,
+                     cpu_attention: str = CPU_ATTENTION) -> int:
+    """FLOPs of one training step's forward and backward (the optimizer update is negligible), with the trainer's
+    kernels (trainer.training_forward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        with torch.autocast(batch.ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with training_forward(batch.ids.device, bf16, cpu_attention):
             loss, _ = training_loss(model, batch, schedule)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
-def train_step(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool) -> Callable[[], None]:
-    """One AdamW step (the trainer's optimizer) of `model` on `batch` under bfloat16 autocast when bf16, as a
-    callable that updates `model`."""
+def train_step(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool,
+               cpu_attention: str = CPU_ATTENTION) -> Callable[[], None]:
+    """One AdamW step (the trainer's optimizer) of `model` on `batch` with the trainer's kernels (bfloat16 autocast
+    when bf16, the attention kernel of cpu_attention: trainer.training_forward), as a callable that updates `model`."""
     device = next(model.parameters()).device
     opt = adamw(model, lr=1e-4, weight_decay=0.0)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with training_forward(device, bf16, cpu_attention):
             loss, _ = training_loss(model, batch, schedule)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -178,8 +181,9 @@ def run_bench(decoder: Decoder, train_examples: list[Example], sample_rows: list
     """All figures for metrics/bench.json.
 
     decoder: the trained model with the `sample` settings and the judges of its rerank rule. train_examples: one
-    training batch (gold responses), timed in the precision that `train.bf16` (train_bf16) gives on this device,
-    against the matmul peak of that precision (both peaks are reported). sample_rows: control rows (with `context`)
+    training batch (gold responses), timed as the trainer runs it (trainer.training_forward), in the precision that
+    `train.bf16` (train_bf16) gives on this device, against the matmul peak of that precision (both peaks are
+    reported). sample_rows: control rows (with `context`)
     of one sampling batch, sampled once per entry of sample_steps (the sampler alone: one draw, no rerank), then by
     the whole default decoding (num_samples draws of each of `candidates` candidates, the rerank). matmul_size: the
     side of the peaks' matmul (where bf16 is emulated, as on AVX2, bfloat16 runs at about 1 GFLOP/s: a 2048

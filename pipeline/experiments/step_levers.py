@@ -2,57 +2,31 @@
 figures, never asserts; docs/diffusion.md, "Training at the hardware's speed").
 
 Each lever is a change to a copy of the trained model (the model itself is left untouched), and optionally the
-attention kernel SDPA may pick, timed on the same real training batch as stage bench, in one process, next to one
-matmul peak:
-- today: the model as it trains (dropout 0.1 until issue 34 turned it off: docs/diffusion.md; since then the dropout
-  levers change nothing);
-- sdpa_math: the same on SDPA's math kernel (without dropout SDPA picks its flash kernel on CPU, whose backward is
-  slow at these shapes);
-- attention_dropout_off: no dropout on the attention probabilities (the [B, heads, L, L] random masks);
-- attention_dropout_off+sdpa_math: the same, on SDPA's math kernel (without dropout SDPA picks its flash kernel
-  on CPU, whose backward is slow at these shapes);
-- dropout_off: no dropout anywhere;
+attention kernel of its training forward, timed on the same real training batch as stage bench, in one process, next
+to one matmul peak:
+- today: the model as the default trains it (trainer.training_forward: SDPA's math kernel on a CPU);
+- sdpa_auto: the same on the kernel PyTorch picks (on a CPU without dropout: flash, what the default trained on before
+  issue 34 forced the math kernel);
 - embedding_frozen: the WordPiece embedding table gets no gradient and no AdamW update (the most a sparse or partly
-  frozen table could save).
-Only `today` is what the default trains; the others change what is trained, so a lever is adopted only when the
-committed sweep (stages/sweep.py) backs it at equal training minutes.
+  frozen table could save); it changes what is trained, so it would be adopted only when the committed sweep
+  (stages/sweep.py) backs it at equal training minutes.
+(The dropout levers of the first profile are settled: the default trains without dropout since the dropout sweep.)
 
 The levers are timed in interleaved rounds (every lever once per round), so that the drift of a shared machine hits
 them alike; per lever: the median round's seconds per step with its figures (bench.step_figures), every round's
 seconds, and the torch.profiler table of the ops with the most self CPU time (share of all ops' self time).
 """
-import contextlib
 import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipeline.diffusion.inputs import Batch
 from pipeline.diffusion.schedule import Schedule
+from pipeline.diffusion.trainer import CPU_ATTENTION
 from pipeline.experiments.bench import step_figures, timed, train_step, train_step_flops
-
-
-def attention_dropout(p: float) -> Callable[[nn.Module], None]:
-    """Set the dropout on the attention probabilities: HF BERT's self-attention passes its `dropout.p` to SDPA; the
-    from-scratch Block (pipeline.diffusion.model) keeps it in `dropout`."""
-    def apply(model: nn.Module) -> None:
-        for name, module in model.named_modules():
-            if name.endswith("attention.self"):
-                module.dropout.p = p
-            elif hasattr(module, "heads") and isinstance(getattr(module, "dropout", None), float):
-                module.dropout = p
-    return apply
-
-
-def no_dropout(model: nn.Module) -> None:
-    attention_dropout(0.0)(model)
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
 
 
 def frozen_embedding(model: nn.Module) -> None:
@@ -61,21 +35,16 @@ def frozen_embedding(model: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class Lever:
-    """changes: applied in order to the model's copy; sdpa: the SDPA kernels allowed (None: PyTorch's choice)."""
+    """changes: applied in order to the model's copy; cpu_attention: the training forward's kernel on a CPU
+    (trainer.training_forward)."""
 
     changes: tuple[Callable[[nn.Module], None], ...] = ()
-    sdpa: tuple[SDPBackend, ...] | None = None
-
-    def kernels(self) -> contextlib.AbstractContextManager:
-        return sdpa_kernel(list(self.sdpa)) if self.sdpa else contextlib.nullcontext()
+    cpu_attention: str = CPU_ATTENTION
 
 
 LEVERS = {
     "today": Lever(),
-    "sdpa_math": Lever((), (SDPBackend.MATH,)),
-    "attention_dropout_off": Lever((attention_dropout(0.0),)),
-    "attention_dropout_off+sdpa_math": Lever((attention_dropout(0.0),), (SDPBackend.MATH,)),
-    "dropout_off": Lever((no_dropout,)),
+    "sdpa_auto": Lever(cpu_attention="auto"),
     "embedding_frozen": Lever((frozen_embedding,)),
 }
 
@@ -98,25 +67,21 @@ def step_profile(step: Callable[[], None], steps: int, top: int) -> list[dict]:
 def lever_figures(model: nn.Module, batch: Batch, schedule: Schedule, bf16: bool, peak: float, steps: int,
                   rounds: int, top: int, levers: list[str]) -> dict:
     """lever name -> {step_figures of its median round, "rounds_seconds": [s / step per round], "profile":
-    step_profile's table}. Each lever trains its own copy of `model` (train mode) from the same weights; a round times
-    `steps` steps of every lever in turn, after one warm-up step each."""
+    step_profile's table}. Each lever trains its own copy of `model` (train mode) from the same weights, under
+    bfloat16 autocast when bf16 and its own attention kernel; a round times `steps` steps of every lever in turn,
+    after one warm-up step each."""
     device = next(model.parameters()).device
-    copies, flops, seconds = {}, {}, {name: [] for name in levers}
+    steppers, flops, seconds = {}, {}, {name: [] for name in levers}
     for name in levers:
+        lever = LEVERS[name]
         variant = copy.deepcopy(model).train()
-        for change in LEVERS[name].changes:
+        for change in lever.changes:
             change(variant)
-        with LEVERS[name].kernels():
-            flops[name] = train_step_flops(variant, batch, schedule, bf16)
-        copies[name] = train_step(variant, batch, schedule, bf16)
+        flops[name] = train_step_flops(variant, batch, schedule, bf16, lever.cpu_attention)
+        steppers[name] = train_step(variant, batch, schedule, bf16, lever.cpu_attention)
     for i in range(rounds):
         for name in levers:
-            with LEVERS[name].kernels():
-                seconds[name].append(timed(copies[name], device, steps, warmup=i == 0))
-    out = {}
-    for name in levers:
-        with LEVERS[name].kernels():
-            profile = step_profile(copies[name], steps, top)
-        out[name] = {**step_figures(batch, statistics.median(seconds[name]), flops[name], peak, bf16),
-                     "rounds_seconds": [round(s, 4) for s in seconds[name]], "profile": profile}
-    return out
+            seconds[name].append(timed(steppers[name], device, steps, warmup=i == 0))
+    return {name: {**step_figures(batch, statistics.median(seconds[name]), flops[name], peak, bf16),
+                   "rounds_seconds": [round(s, 4) for s in seconds[name]],
+                   "profile": step_profile(steppers[name], steps, top)} for name in levers}

@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.experiments.bench import BenchParams, matmul_peak_gflops, training_throughput
 from pipeline.metrics.relevance import fluency_ppl
 from pipeline.params import check, value
+from pipeline.plots import minutes_axis
 from pipeline.precision import use_bf16
 from pipeline.progress import log
 
@@ -159,11 +160,11 @@ def cpu_minutes(table, cpu_examples_per_s: dict[str, float]):
 
 def paired_differences(table, baseline: str, resamples: int, seed: int) -> list[dict]:
     """Each row of the other designs against the `baseline` design's row of the same decoder nearest to it in training
-    minutes (cpu_minutes_est where every row has one, else minutes): its sampling accuracy minus the baseline's over
-    the same valid examples, with the paired bootstrap 95% interval (`resamples` resamples of the examples) ->
+    minutes (plots.minutes_axis): its sampling accuracy minus the baseline's over the same valid examples, with the
+    paired bootstrap 95% interval (`resamples` resamples of the examples) ->
     [{"design", "decoder", "mark", "minutes", "baseline_mark", "baseline_minutes", "difference": {"mean", "low",
     "high"}}]."""
-    x = "cpu_minutes_est" if table["cpu_minutes_est"].notna().all() else "minutes"
+    x = minutes_axis(table)
     base = table[table["design"] == baseline]
     if base.empty:
         raise PipelineError(f"sweep baseline {baseline!r} is not a design of the table (designs: "
