@@ -80,6 +80,15 @@ def test_paired_differences_pair_each_row_with_the_baseline_nearest_in_minutes()
         paired_differences(table, "slow", resamples=10, seed=0)
 
 
+def test_paired_differences_mark_a_decoder_the_baseline_lacks_unpaired():
+    table = pd.DataFrame([{"design": d, "decoder": dec, "mark": 100, "minutes": 2.0, "cpu_minutes_est": 2.0,
+                           "example_accuracy": "[0.5, 0.5]"}
+                          for d, dec in [("masked", "sampled"), ("continuous", "sampled"), ("continuous", "clamped")]])
+    sampled, clamped = paired_differences(table, "masked", resamples=10, seed=0)
+    assert sampled["difference"]["mean"] == 0.0 and "unpaired" not in sampled
+    assert clamped["unpaired"] == "the baseline 'masked' has no clamped rows" and "difference" not in clamped
+
+
 def test_designs_file_needs_one_kind_of_marks(tmp_path):
     path = tmp_path / "designs.yaml"
     path.write_text("steps: [2, 4]\ndesigns: {masked: {model: {family: masked}}}\n")

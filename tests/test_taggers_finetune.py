@@ -128,11 +128,13 @@ def test_the_settings_reject_bad_values_in_one_line(key, bad, match):
     assert "\n" not in str(err.value)
 
 
-def test_train_taggers_stage_saves_the_finetuned_variant_and_scores_both(tmp_path, monkeypatch):
+def run_emotion_stage(tmp_path, monkeypatch, encoder=tiny_bert) -> dict[str, pd.DataFrame]:
+    """Stage train_taggers@emotion on tiny ED data in tmp_path (dialogues.parquet, emb/, params.yaml), fine-tuning
+    `encoder()` in place of MiniLM -> tmp_path/emotion/; returns the data's splits."""
     import pipeline.finetune
     from stages.train_taggers import app
 
-    monkeypatch.setattr(pipeline.finetune, "pretrained_encoder", tiny_bert)
+    monkeypatch.setattr(pipeline.finetune, "pretrained_encoder", encoder)
     splits = text_splits(EMOTIONS, n=2)
     rows = [{"example_id": f"c{s}{i}:1", "split": s, "conv_id": f"c{s}{i}", "turn": 1, "emotion": r["emotion"],
              "situation": "", "context": [r["text"]], "response": "ok"}
@@ -147,6 +149,11 @@ def test_train_taggers_stage_saves_the_finetuned_variant_and_scores_both(tmp_pat
             "--out", tmp_path / "emotion", "--timings", tmp_path / "timings.json", "--params", tmp_path / "params.yaml"]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
+    return splits
+
+
+def test_train_taggers_stage_saves_the_finetuned_variant_and_scores_both(tmp_path, monkeypatch):
+    splits = run_emotion_stage(tmp_path, monkeypatch)
     metrics = read_json(tmp_path / "emotion" / "metrics.json")
     assert metrics["used"] == "finetuned" and set(metrics) >= {"frozen", "finetuned"}
     for variant in ("frozen", "finetuned"):

@@ -163,7 +163,8 @@ def paired_differences(table, baseline: str, resamples: int, seed: int) -> list[
     minutes (plots.minutes_axis): its sampling accuracy minus the baseline's over the same valid examples, with the
     paired bootstrap 95% interval (`resamples` resamples of the examples) ->
     [{"design", "decoder", "mark", "minutes", "baseline_mark", "baseline_minutes", "difference": {"mean", "low",
-    "high"}}]."""
+    "high"}}]. A row of a decoder the baseline has no rows of (`clamped` of a continuous design against a masked
+    baseline, which skips it) gets {"design", "decoder", "mark", "minutes", "unpaired": why} instead."""
     x = minutes_axis(table)
     base = table[table["design"] == baseline]
     if base.empty:
@@ -172,6 +173,10 @@ def paired_differences(table, baseline: str, resamples: int, seed: int) -> list[
     out = []
     for _, row in table[table["design"] != baseline].iterrows():
         same = base[base["decoder"] == row["decoder"]]
+        if same.empty:
+            out.append({"design": row["design"], "decoder": row["decoder"], "mark": row["mark"], "minutes": row[x],
+                        "unpaired": f"the baseline {baseline!r} has no {row['decoder']} rows"})
+            continue
         ref = same.loc[(same[x] - row[x]).abs().idxmin()]
         diff = np.array(json.loads(row["example_accuracy"])) - np.array(json.loads(ref["example_accuracy"]))
         out.append({"design": row["design"], "decoder": row["decoder"], "mark": row["mark"], "minutes": row[x],
