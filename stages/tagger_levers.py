@@ -4,11 +4,13 @@
 with the paired bootstrap interval of the valid and test differences. Run it alone on the machine, after
 `dvc repro train_taggers`:
     for name in cm intent emotion; do python -m stages.tagger_levers --name $name; done
-`--lever today` fine-tunes as the stage does: its model should score as the saved one (a check of this harness), and
-its minutes are the stage's fine-tuning alone on the machine.
+`--lever today` fine-tunes as the stage does: its model should score as the saved one (a check of this harness).
+`lever_minutes` is the fine-tuning (with its prediction over valid after each epoch and over test) plus one more
+prediction over valid and test, under the lever's attention kernel.
 """
 import time
 
+import numpy as np
 import torch
 import typer
 
@@ -28,6 +30,11 @@ from pipeline.tagger_data import cm_task, emotion_task, intent_task, with_situat
 from pipeline.taggers import TAGGERS, TaggerParams
 
 app = typer.Typer(add_completion=False)
+
+
+def predictions(tagger: FinetunedTagger, tokens: dict) -> dict[str, dict[str, np.ndarray]]:
+    """{split: {head: predicted label indices [n]}} of the valid and test splits' tokens."""
+    return {s: {h: probs.argmax(1) for h, probs in tagger.proba(tokens[s]).items()} for s in ("valid", "test")}
 
 
 @app.command()
@@ -67,9 +74,9 @@ def main(name: str = typer.Option(..., help=f"one of {', '.join(TAGGERS)}"),
     with attention_kernel(LEVERS[lever]):
         tagger, report = train_finetuned(name, splits, cfg, {"name": ENCODER_NAME, "frozen": False}, seed,
                                          lever_encoder(LEVERS[lever]))
-        predicted = {s: {h: probs.argmax(1) for h, probs in tagger.proba(tokens[s]).items()} for s in ("valid", "test")}
+        predicted = predictions(tagger, tokens)
     minutes = (time.monotonic() - start) / 60
-    before = {s: {h: probs.argmax(1) for h, probs in saved.proba(tokens[s]).items()} for s in ("valid", "test")}
+    before = predictions(saved, tokens)
     write_json(out or f"metrics/tagger_levers/{name}_{lever}.json", {
         "tagger": name, "lever": lever, "machine": machine(torch.device("cpu")), "precision": precision_name(bf16),
         "step_seconds": steps,

@@ -43,7 +43,7 @@ def test_paired_macro_f1_by_hand():
     assert (same["difference"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
 
 
-def test_step_seconds_times_every_lever_on_the_same_batches():
+def test_step_seconds_times_every_lever_in_every_round():
     texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(40)]
     tokens = tokenize(wordpiece_tokenizer(), texts, None, 16, 0)
     y = {"intent": np.arange(40) % 9}
@@ -80,6 +80,6 @@ def test_stage_with_lever_today_reproduces_the_saved_tagger_and_no_dropout_is_sc
     today = reports["today"]["macro_f1"]
     assert all(today[s]["difference"] == 0 and today[s]["a"] == today[s]["b"] for s in ("valid", "test"))
     assert set(reports["no_dropout"]["step_seconds"]) == {"today", "no_dropout"}
-    assert reports["no_dropout"]["macro_f1"]["valid"]["a"] == today["valid"]["a"]
+    assert reports["no_dropout"]["lever_epochs"] != reports["today"]["lever_epochs"]  # another model was trained
     bad = CliRunner().invoke(app, [str(a) for a in [*common, "--lever", "fast"]])
     assert bad.exit_code == 1 and "lever from today, no_dropout, no_attention_dropout" in bad.output

@@ -8,7 +8,7 @@ A lever changes the MiniLM the fine-tuning starts from and the attention kernel 
 - no_attention_dropout: only the dropout of the attention probabilities off (most of the masks' cost), the hidden
   states' kept, on the math kernel.
 It changes what is trained, so it is judged by the tagger's held-out macro-F1 against the stage's own model, with a
-paired bootstrap interval over the test examples, next to the seconds per training step of both, timed in
+paired bootstrap interval over the valid and over the test examples, next to the seconds per training step of both, timed in
 interleaved rounds on the same real batches.
 """
 import contextlib
