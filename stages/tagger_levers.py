@@ -17,8 +17,8 @@ import typer
 from pipeline.cli import guard
 from pipeline.errors import PipelineError
 from pipeline.experiments.bench import machine
-from pipeline.experiments.tagger_levers import LEVERS, attention_kernel, labels_of, lever_encoder, paired_macro_f1, \
-    step_seconds
+from pipeline.diffusion.trainer import training_forward
+from pipeline.experiments.tagger_levers import LEVERS, labels_of, lever_encoder, paired_macro_f1, step_seconds
 from pipeline.finetune import FinetunedTagger, train_finetuned
 from pipeline.io import read_frame, write_json
 from pipeline.models import ENCODER_NAME
@@ -71,7 +71,8 @@ def main(name: str = typer.Option(..., help=f"one of {', '.join(TAGGERS)}"),
     steps = step_seconds(name, tokens["train"], y["train"], cfg.batch_size, bf16, sorted({"today", lever}), batches,
                          rounds, seed)
     start = time.monotonic()
-    with attention_kernel(LEVERS[lever]):
+    # the lever's attention kernel alone: train_finetuned and proba set their own autocast
+    with training_forward(torch.device("cpu"), False, LEVERS[lever].cpu_attention):
         tagger, report = train_finetuned(name, splits, cfg, {"name": ENCODER_NAME, "frozen": False}, seed,
                                          lever_encoder(LEVERS[lever]))
         predicted = predictions(tagger, tokens)

@@ -8,10 +8,9 @@ A lever changes the MiniLM the fine-tuning starts from and the attention kernel 
 - no_attention_dropout: only the dropout of the attention probabilities off (most of the masks' cost), the hidden
   states' kept, on the math kernel.
 It changes what is trained, so it is judged by the tagger's held-out macro-F1 against the stage's own model, with a
-paired bootstrap interval over the valid and over the test examples, next to the seconds per training step of both, timed in
-interleaved rounds on the same real batches.
+paired bootstrap interval over the valid and over the test examples, next to the seconds per training step of both,
+timed in interleaved rounds on the same real batches.
 """
-import contextlib
 import copy
 import statistics
 import time
@@ -22,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipeline.bootstrap import bootstrap_draws
-from pipeline.finetune import TaggerModel, Tokens, collate, label_ids, length_batches, pretrained_encoder
+from pipeline.diffusion.trainer import training_forward
+from pipeline.finetune import GRAD_CLIP, TaggerModel, Tokens, collate, label_ids, length_batches, \
+    pretrained_encoder
 from pipeline.taggers import HEADS, TAGGERS
 
 
@@ -33,7 +33,7 @@ from pipeline.taggers import HEADS, TAGGERS
 class Lever:
     """hidden_dropout: the dropout probability of the hidden states, the encoder's and the head's; attention_dropout:
     that of the attention probabilities (None: the encoder's own, 0.1); cpu_attention: "auto" (PyTorch's choice) or
-    "math" (SDPA's math kernel), for training and prediction alike."""
+    "math" (SDPA's math kernel), for training and prediction alike (trainer.training_forward)."""
 
     hidden_dropout: float | None = None
     attention_dropout: float | None = None
@@ -61,11 +61,6 @@ def lever_encoder(lever: Lever, encoder: nn.Module | None = None) -> nn.Module:
     return encoder
 
 
-def attention_kernel(lever: Lever):
-    """The context the lever's forward passes run in."""
-    return sdpa_kernel(SDPBackend.MATH) if lever.cpu_attention == "math" else contextlib.nullcontext()
-
-
 def step_seconds(name: str, tokens: Tokens, y: dict[str, np.ndarray], batch_size: int, bf16: bool,
                  levers: list[str], batches: int, rounds: int, seed: int, bert: nn.Module | None = None) -> dict:
     """Seconds per fine-tuning step (forward, backward, clipping, AdamW) of each lever on the same `batches` real
@@ -83,10 +78,10 @@ def step_seconds(name: str, tokens: Tokens, y: dict[str, np.ndarray], batch_size
     optimizers = {lever: torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True) for lever, m in models.items()}
 
     def step(lever: str, batch, labels) -> None:
-        with attention_kernel(LEVERS[lever]), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with training_forward(torch.device("cpu"), bf16, LEVERS[lever].cpu_attention):
             logits = models[lever](*batch)
         sum(F.cross_entropy(logits[h].float(), labels[h]) for h in heads).backward()
-        nn.utils.clip_grad_norm_(models[lever].parameters(), 1.0)
+        nn.utils.clip_grad_norm_(models[lever].parameters(), GRAD_CLIP)
         optimizers[lever].step()
         optimizers[lever].zero_grad(set_to_none=True)
 
